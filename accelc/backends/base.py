@@ -1,0 +1,47 @@
+"""What every backend provides: a support table and ``lower(graph, target, options) -> CompiledParts``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import BackendError
+from ..ir import Graph, Node
+from ..targets import Target
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    threads: int = 0               # 0: all cores of the running machine
+    cache_dir: str | None = None   # None: ~/.cache/accelc (or $XDG_CACHE_HOME/accelc)
+    debug: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class CompiledParts:
+    """Artifact members a backend produced, and its section of the manifest.
+
+    ``files`` maps member paths (e.g. ``model.so``, ``weights.bin``, ``include/accelc_model.h``,
+    ``src/model.cpp``) to bytes. ``manifest`` is stored under ``manifest["backend"]`` and must hold
+    ``"name"``, ``"library"`` (member path of the shared library) and ``"abi_version"``.
+    """
+    files: dict[str, bytes]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+
+    def unsupported(self, graph: Graph, target: Target) -> list[tuple[Node, str]]:
+        """Every node this backend cannot lower, with the reason; empty when all is supported."""
+
+    def lower(self, graph: Graph, target: Target, options: BackendOptions) -> CompiledParts:
+        """Generates source, builds it and returns the artifact parts. Raises BackendError/BuildError."""
+
+
+def get_backend(name: str) -> Backend:
+    if name == "cpu_amx":
+        from .cpu_amx import CpuAmxBackend
+        return CpuAmxBackend()
+    raise BackendError(f"the '{name}' backend is not available in this version of accelc; "
+                       f"use a CPU target (spr, emr, gnr, host)")

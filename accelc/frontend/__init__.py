@@ -1,0 +1,1 @@
+"""Frontends translate models into the IR. They never optimize."""

@@ -41,7 +41,10 @@ def evaluate(graph: Graph, feeds: Mapping[str, np.ndarray], *, keep_all: bool = 
                 uses[i] = uses.get(i, 0) + 1
     for node in graph.nodes:
         opdef = get_op(node.op)
-        args = [_upcast(env[i]) if i else None for i in node.inputs]
+        if opdef.takes_low_precision:
+            args = [env[i] if i else None for i in node.inputs]
+        else:
+            args = [_upcast(env[i]) if i else None for i in node.inputs]
         results = opdef.reference(args, node.attrs)
         if len(results) != len(node.outputs):
             raise RuntimeError(f"reference of {node.op} returned {len(results)} outputs, expected {len(node.outputs)}")

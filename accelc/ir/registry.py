@@ -42,6 +42,10 @@ class OpDef:
     max_inputs: int | None = 1          # None: variadic
     doc: str = ""
     tags: frozenset[str] = field(default_factory=frozenset)   # e.g. {"elementwise", "unary"}
+    # The interpreter widens f16/bf16/fp8 inputs to fp32 before calling ``reference``, unless this is
+    # set: a composite op (FusedElementwise) needs its inputs' real dtypes to round every inner step as
+    # the unfused graph would, and widens them itself.
+    takes_low_precision: bool = False
 
 
 _REGISTRY: dict[str, OpDef] = {}

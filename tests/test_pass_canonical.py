@@ -240,3 +240,25 @@ def test_remove_identities_ignores_non_neutral_and_int_cast():
     (b,) = g.add_node("Cast", [a], CastAttrs(DType.int32))
     g.outputs = [b]
     assert_unchanged(remove_identities, g)
+
+
+def test_cse_merges_identical_scalar_constants():
+    """0-d constants (exporters emit many) are compared by their bytes like any other constant."""
+    from accelc.passes import eliminate_common_subexpressions as cse
+    from accelc.passes.manager import PassContext
+    g = Graph()
+    x = g.add_input("x", TensorType(DType.float32, (3,)))
+    c1 = g.add_constant(np.array(2.0, np.float32))
+    c2 = g.add_constant(np.array(2.0, np.float32))
+    c3 = g.add_constant(np.array(3.0, np.float32))
+    (a,) = g.add_node("Mul", [x, c1])
+    (b,) = g.add_node("Mul", [a, c2])
+    (c,) = g.add_node("Add", [b, c3])
+    g.outputs = [c]
+    res = cse.run(g, PassContext())
+    assert res.changed
+    muls = [n for n in res.graph.nodes if n.op == "Mul"]
+    assert muls[0].inputs[1] == muls[1].inputs[1]
+    assert [n for n in res.graph.nodes if n.op == "Add"][0].inputs[1] == c3
+    xv = np.arange(3, dtype=np.float32)
+    np.testing.assert_array_equal(evaluate(g, {"x": xv})[c], evaluate(res.graph, {"x": xv})[c])

@@ -44,8 +44,7 @@ def run(graph: Graph, ctx: PassContext) -> PassResult:
     for name, arr in g.constants.items():
         key = _const_key(arr)
         keep = canonical_const.get(key)
-        if keep is not None and np.array_equal(g.constants[keep].view(np.uint8), arr.view(np.uint8)) \
-                and mergeable(name, keep):
+        if keep is not None and g.constants[keep].tobytes() == arr.tobytes() and mergeable(name, keep):
             alias[name] = keep
         elif keep is None:
             canonical_const[key] = name

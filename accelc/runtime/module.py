@@ -1,0 +1,315 @@
+"""Loading a built CPU library through its C ABI and running it from NumPy.
+
+The library of an artifact is written to a content-addressed cache directory (named by its sha256),
+never next to the user's files, and loaded with ctypes. The model is created through the C ABI of
+docs/INTERNALS.md: ``accelc_create`` copies or packs the weights, so the artifact bytes can be freed
+after ``load``.
+
+The call path of ``run`` is kept short on purpose: tiny models are bound by call overhead, so
+everything that does not depend on the input values (dtypes, shapes, ctypes pointer arrays) is
+computed once in ``CompiledModule.__init__``.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import ml_dtypes
+import numpy as np
+
+from ..errors import AccelcError, ArtifactError, InputMismatchError, UnsupportedHardwareError
+from . import artifact as _artifact
+from .artifact import Artifact
+
+ABI_VERSION = 1
+
+# Short dtype names of the signature (the IR's DType.short) -> NumPy. Duplicated here on purpose: the
+# runtime must not import the IR.
+DTYPES: dict[str, np.dtype] = {
+    "f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16),
+    "f64": np.dtype(np.float64), "f8e4m3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "f8e5m2": np.dtype(ml_dtypes.float8_e5m2), "i4": np.dtype(ml_dtypes.int4), "u4": np.dtype(ml_dtypes.uint4),
+    "i8": np.dtype(np.int8), "u8": np.dtype(np.uint8), "i16": np.dtype(np.int16),
+    "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "bool": np.dtype(np.bool_),
+}
+_NP_NAMES = {np.dtype(ml_dtypes.bfloat16): "ml_dtypes.bfloat16", np.dtype(ml_dtypes.float8_e4m3fn):
+             "ml_dtypes.float8_e4m3fn", np.dtype(ml_dtypes.float8_e5m2): "ml_dtypes.float8_e5m2"}
+
+_ERROR_CODES = {1: "the CPU lacks an instruction set the model needs", 2: "weights size or checksum mismatch",
+                3: "out of memory", 4: "invalid argument"}
+
+
+def numpy_dtype(short: str) -> np.dtype:
+    try:
+        return DTYPES[short]
+    except KeyError:
+        raise ArtifactError(f"artifact signature uses dtype '{short}', unknown to this runtime; "
+                            f"upgrade accelc") from None
+
+
+def _np_name(dt: np.dtype) -> str:
+    return _NP_NAMES.get(dt, f"np.{dt.name}")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "accelc"
+
+
+class _Port:
+    """One input or output of the signature, with what the call path needs precomputed."""
+    __slots__ = ("name", "dtype", "shape", "nbytes")
+
+    def __init__(self, spec: Mapping[str, Any]):
+        self.name = str(spec["name"])
+        self.dtype = numpy_dtype(spec["dtype"])
+        shape = spec["shape"]
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ArtifactError(f"artifact signature of '{self.name}' has a non-static shape {shape}; "
+                                f"the artifact is corrupted, recompile the model")
+        self.shape = tuple(shape)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype.name, "shape": self.shape}
+
+
+def _library_path(lib_bytes: bytes, lib_name: str, cache_dir: str | os.PathLike | None) -> Path:
+    """Puts the library in the content-addressed cache and returns its path (reused when present)."""
+    digest = hashlib.sha256(lib_bytes).hexdigest()
+    base = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = base / "lib" / digest[:2] / digest
+    path = folder / Path(lib_name).name
+    try:
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+            return path
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lib.", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(lib_bytes)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ArtifactError(f"cannot write the model library to the cache '{folder}': {e.strerror or e}; "
+                            f"pass cache_dir= (or set XDG_CACHE_HOME) to a writable directory") from None
+    return path
+
+
+def _bind(lib: ctypes.CDLL, path: Path) -> None:
+    c = ctypes
+    try:
+        lib.accelc_abi_version.restype = c.c_int
+        lib.accelc_abi_version.argtypes = []
+        for fn in ("accelc_signature_json", "accelc_variants", "accelc_select_variant", "accelc_last_error"):
+            getattr(lib, fn).restype = c.c_char_p
+            getattr(lib, fn).argtypes = []
+        lib.accelc_create.restype = c.c_int
+        lib.accelc_create.argtypes = [c.c_void_p, c.c_size_t, c.c_int, c.POINTER(c.c_void_p)]
+        lib.accelc_run.restype = c.c_int
+        lib.accelc_run.argtypes = [c.c_void_p, c.POINTER(c.c_void_p), c.POINTER(c.c_void_p)]
+        lib.accelc_model_variant.restype = c.c_char_p
+        lib.accelc_model_variant.argtypes = [c.c_void_p]
+        lib.accelc_destroy.restype = None
+        lib.accelc_destroy.argtypes = [c.c_void_p]
+    except AttributeError as e:
+        raise ArtifactError(f"library '{path.name}' does not export the accelc C ABI ({e}); "
+                            f"the artifact is corrupted, recompile the model") from None
+
+
+def _last_error(lib: ctypes.CDLL) -> str:
+    msg = lib.accelc_last_error()
+    return msg.decode("utf-8", "replace") if msg else ""
+
+
+class CompiledModule:
+    """A loaded artifact, ready to run. Create it with ``accelc.load(path)`` (or ``accelc.compile``).
+
+    ``signature`` is the artifact's input/output signature (names, dtype short names, shapes);
+    ``variant`` the ISA variant the library picked on this CPU (e.g. ``amx`` or ``avx2``).
+    A module may be called from several threads; calls are serialised because a native model is
+    safe to run from one thread at a time.
+    """
+
+    def __init__(self, art: Artifact, *, threads: int = 0, cache_dir: str | os.PathLike | None = None):
+        manifest = art.manifest
+        backend = manifest["backend"]
+        lib_name = backend.get("library")
+        if not lib_name:
+            raise ArtifactError("artifact manifest names no library (backend.library); this runtime can only "
+                                "run artifacts of CPU targets, recompile for a CPU target")
+        abi = backend.get("abi_version", ABI_VERSION)
+        if abi != ABI_VERSION:
+            raise ArtifactError(f"artifact library uses C ABI version {abi}, this runtime speaks version "
+                                f"{ABI_VERSION}; use the accelc version that built it or recompile")
+        self.manifest = manifest
+        self.signature: dict[str, Any] = manifest["signature"]
+        self._inputs = [_Port(s) for s in self.signature["inputs"]]
+        self._outputs = [_Port(s) for s in self.signature["outputs"]]
+        self._input_index = {p.name: i for i, p in enumerate(self._inputs)}
+        self.input_names = [p.name for p in self._inputs]
+        self.output_names = [p.name for p in self._outputs]
+
+        path = _library_path(art.member(lib_name), lib_name, cache_dir)
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as e:
+            raise ArtifactError(f"cannot load the model library of this artifact: {e}; it was built for "
+                                f"another OS or architecture, recompile on a matching machine") from None
+        _bind(lib, path)
+        self._lib = lib
+        got = lib.accelc_abi_version()
+        if got != ABI_VERSION:
+            raise ArtifactError(f"model library reports C ABI version {got}, this runtime speaks version "
+                                f"{ABI_VERSION}; recompile the model with this accelc")
+        self._check_library_signature()
+
+        weights_name = backend.get("weights", "weights.bin")
+        weights = art.members.get(weights_name, b"")
+        # A view of the bytes (no copy: weights can be hundreds of MB); accelc_create copies what it keeps.
+        view = np.frombuffer(weights, dtype=np.uint8) if weights else None
+        handle = ctypes.c_void_p()
+        n_threads = int(threads or manifest.get("options", {}).get("threads", 0) or 0)
+        code = lib.accelc_create(view.ctypes.data if view is not None else None,
+                                 len(weights), n_threads, ctypes.byref(handle))
+        del view
+        if code != 0:
+            msg = _last_error(lib) or _ERROR_CODES.get(code, f"error code {code}")
+            if code == 1:
+                variants = backend.get("variants", [])
+                raise UnsupportedHardwareError(f"this CPU cannot run the artifact: {msg} (built variants: "
+                                               f"{', '.join(variants) or '?'}); recompile with --target host")
+            if code == 2:
+                raise ArtifactError(f"the artifact's weights do not match its library: {msg}; recompile the model")
+            raise AccelcError(f"cannot create the model: {msg} (code {code})")
+        self._handle = handle
+        variant = lib.accelc_model_variant(handle)
+        self.variant: str = variant.decode() if variant else "?"
+        self._lock = threading.Lock()
+        self._in_ptrs = (ctypes.c_void_p * max(1, len(self._inputs)))()
+        self._out_ptrs = (ctypes.c_void_p * max(1, len(self._outputs)))()
+        self._run_fn = lib.accelc_run
+        self._destroy = lib.accelc_destroy
+
+    def _check_library_signature(self) -> None:
+        """The library embeds its own signature; it must agree with the manifest (else buffers overflow)."""
+        raw = self._lib.accelc_signature_json()
+        try:
+            sig = json.loads(raw.decode()) if raw else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            sig = None
+        if sig is None:
+            raise ArtifactError("the model library returned no valid signature; recompile the model")
+
+        def norm(ports):
+            return [(p["name"], p["dtype"], list(p["shape"])) for p in ports]
+        if norm(sig["inputs"]) != norm(self.signature["inputs"]) or \
+                norm(sig["outputs"]) != norm(self.signature["outputs"]):
+            raise ArtifactError("the model library's signature differs from the artifact manifest; "
+                                "the artifact is inconsistent, recompile the model")
+
+    # ---- running ------------------------------------------------------------------------------
+    def _prepare(self, port: _Port, value: Any) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            if isinstance(value, (np.generic, int, float, bool, list, tuple)):
+                value = np.asarray(value, dtype=port.dtype)
+            else:
+                raise InputMismatchError(f"input '{port.name}' is a {type(value).__name__}; pass a NumPy "
+                                         f"array of {_np_name(port.dtype)} with shape {port.shape}")
+        if value.dtype != port.dtype:
+            raise InputMismatchError(
+                f"input '{port.name}' has dtype {value.dtype.name}, expected {port.dtype.name}; "
+                f"cast it first, e.g. x.astype({_np_name(port.dtype)})")
+        if value.shape != port.shape:
+            raise InputMismatchError(
+                f"input '{port.name}' has shape {value.shape}, expected {port.shape}; the artifact is "
+                f"compiled for that shape (recompile with --shape {port.name}="
+                f"{'x'.join(str(d) for d in value.shape) or '1'} to change it)")
+        if not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)
+        return value
+
+    def _order(self, inputs: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
+        if type(inputs) is dict and len(inputs) == len(self.input_names):
+            try:
+                return [inputs[n] for n in self.input_names]      # the common case, kept cheap
+            except KeyError:
+                pass
+        if isinstance(inputs, Mapping):
+            extra = [k for k in inputs if k not in self._input_index]
+            if extra:
+                raise InputMismatchError(f"unknown input '{extra[0]}'; the model takes "
+                                         f"{', '.join(self.input_names) or 'no inputs'}")
+            missing = [n for n in self.input_names if n not in inputs]
+            if missing:
+                raise InputMismatchError(f"missing input '{missing[0]}'; the model takes "
+                                         f"{', '.join(self.input_names)}")
+            return [inputs[n] for n in self.input_names]
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        values = list(inputs)
+        if len(values) != len(self._inputs):
+            raise InputMismatchError(f"got {len(values)} inputs, the model takes {len(self._inputs)} "
+                                     f"({', '.join(self.input_names) or 'none'})")
+        return values
+
+    def run(self, inputs: Mapping[str, Any] | Sequence[Any] = ()) -> dict[str, np.ndarray]:
+        """Runs the model; ``inputs`` by name (dict) or in signature order (list). Returns name -> array."""
+        arrays = [self._prepare(p, v) for p, v in zip(self._inputs, self._order(inputs))]
+        outputs = [np.empty(p.shape, p.dtype) for p in self._outputs]
+        with self._lock:
+            if self._handle is None:
+                raise AccelcError("this module was closed; load the artifact again")
+            in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
+            for i, a in enumerate(arrays):
+                in_ptrs[i] = a.ctypes.data
+            for i, a in enumerate(outputs):
+                out_ptrs[i] = a.ctypes.data
+            code = self._run_fn(self._handle, in_ptrs, out_ptrs)
+        if code != 0:
+            msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
+            raise AccelcError(f"running the model failed: {msg} (code {code})")
+        return dict(zip(self.output_names, outputs))
+
+    def __call__(self, *arrays: Any, **named: Any):
+        """``m(x)`` or ``m(x=...)``: one output returns the array, several a tuple in signature order."""
+        if arrays and named:
+            raise InputMismatchError("pass inputs either positionally or by name, not both")
+        result = self.run(named if named else list(arrays))
+        values = tuple(result[n] for n in self.output_names)
+        return values[0] if len(values) == 1 else values
+
+    def close(self) -> None:
+        with self._lock:
+            if getattr(self, "_handle", None) is not None:
+                self._destroy(self._handle)
+                self._handle = None
+
+    def __del__(self):
+        try:
+            if getattr(self, "_handle", None) is not None:
+                self._destroy(self._handle)
+                self._handle = None
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{p.name}: {p.dtype.name}{list(p.shape)}" for p in self._inputs)
+        outs = ", ".join(f"{p.name}: {p.dtype.name}{list(p.shape)}" for p in self._outputs)
+        return f"<accelc.CompiledModule {self.manifest.get('target', '?')}/{self.variant} ({ins}) -> ({outs})>"
+
+
+def load(path: str | os.PathLike | Artifact, threads: int = 0, *,
+         cache_dir: str | os.PathLike | None = None) -> CompiledModule:
+    """Loads an artifact (``.accelc`` zip, directory, or in-memory ``Artifact``) and returns a module.
+
+    Every member hash is checked before anything is loaded. ``threads=0`` uses the count the artifact
+    was compiled with (0 there: all cores).
+    """
+    art = path if isinstance(path, Artifact) else _artifact.read(path)
+    return CompiledModule(art, threads=threads, cache_dir=cache_dir)

@@ -1,0 +1,55 @@
+"""Exports a BERT-style encoder (torch ``nn.TransformerEncoder``) to ONNX, for tests and benchmarks.
+
+Defaults are BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072, GELU, post-norm, sequence 128,
+batch 1. Weights are random from a fixed seed (no download). The exporter is the TorchScript one
+(``dynamo=False``): it needs no extra package and emits plain opset-17 ops (LayerNormalization, Erf
+GELU, MatMul/Gemm, Softmax).
+
+    python examples/export_encoder.py out/encoder.onnx --layers 12 --seq 128
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+
+def build_encoder(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072, seed: int = 0):
+    import torch
+    torch.manual_seed(seed)
+    layer = torch.nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, activation="gelu", batch_first=True)
+    return torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
+
+
+def export_encoder(path: str | Path, *, layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072,
+                   seq: int = 128, batch: int = 1, seed: int = 0):
+    """Writes the encoder to ``path`` (input ``x``: f32[batch, seq, hidden], output ``y``) and returns the
+    torch module, for comparisons with PyTorch."""
+    import torch
+    model = build_encoder(layers, hidden, heads, ffn, seed)
+    x = torch.zeros(batch, seq, hidden)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Not under no_grad: there PyTorch takes its fused "fast path" op, which the exporter cannot export.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"])
+    return model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("output")
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--ffn", type=int, default=3072)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=1)
+    a = p.parse_args()
+    export_encoder(a.output, layers=a.layers, hidden=a.hidden, heads=a.heads, ffn=a.ffn, seq=a.seq, batch=a.batch)
+    print(f"wrote {a.output}")
+
+
+if __name__ == "__main__":
+    main()

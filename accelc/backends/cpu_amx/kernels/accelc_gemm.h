@@ -1,0 +1,103 @@
+// accelc cpu_amx kernel library: packed-B GEMM and NCHW convolution with a fused epilogue.
+//
+// Every kernel source (accelc_gemm.cpp, accelc_conv.cpp) is compiled once per ISA variant into its
+// own namespace, and the variants are linked side by side into one model.so:
+//
+//   variant  namespace      defines                  flags
+//   amx      accelc_amx     -DACCELC_VARIANT_AMX     -march=sapphirerapids
+//   avx512   accelc_avx512  -DACCELC_VARIANT_AVX512  -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+//   avx2     accelc_avx2    -DACCELC_VARIANT_AVX2    -mavx2 -mfma -mf16c
+//
+// all with -std=c++17 -DACCELC_NS=<namespace> -O3 -fopenmp -fPIC; the sources of a variant are
+// accelc_gemm.cpp and accelc_conv.cpp (the other files here are internal headers). Because the same source is compiled with
+// different instruction sets and then linked into one library, the kernel sources define nothing
+// outside ACCELC_NS and use no out-of-line C++ library templates: a weak (COMDAT) symbol emitted by
+// two variants would be merged by the linker and the AVX2 path could end up running AVX-512 code.
+//
+// Calling convention: the caller picks the variant (CPU feature check) before calling anything in
+// it; no function here may be called on a CPU lacking the variant's ISA. The caller sets the thread
+// count (omp_set_num_threads); every kernel parallelises with OpenMP over output tiles and never
+// splits K, so results are bitwise independent of the thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#ifndef ACCELC_NS
+#error "compile the accelc kernels with -DACCELC_NS=accelc_<variant> (see accelc_gemm.h)"
+#endif
+
+namespace ACCELC_NS {
+
+// Activation applied last by the epilogue; values match the IR's Activation kinds.
+enum class Act : int { None = 0, Relu = 1, LeakyRelu = 2, Gelu = 3, GeluTanh = 4, Sigmoid = 5, Tanh = 6,
+                       Silu = 7, Clip = 8 };
+
+// y = act(alpha * acc + beta * bias + residual), applied while the accumulators are in registers.
+struct Epilogue {
+  float alpha = 1.f, beta = 1.f;
+  const float* bias = nullptr;
+  int bias_mode = 0;            // 0 none, 1 per column (bias[n]), 2 per row (bias[m]), 3 full M x N with ld = ldc
+  const float* residual = nullptr;
+  int ldr = 0;                  // residual[m * ldr + n]
+  Act act = Act::None;
+  float act_alpha = 0.f, act_beta = 0.f;   // LeakyRelu slope = act_alpha; Clip min = act_alpha, max = act_beta
+};
+
+// ---- packed B ---------------------------------------------------------------------------------
+// The layouts are variant-independent, so one weights.bin serves every variant (packing.py writes
+// the same bytes at compile time).
+//  f32 : panels of 16 columns, N padded to a multiple of 16 with zeros:
+//        Bp[(n/16)*K*16 + k*16 + n%16]
+//  bf16: panels of 16 columns of VNNI pairs, K padded to Kp = multiple of 32, N to 16, zeros:
+//        Bp[(n/16)*(Kp/2)*32 + (k/2)*32 + (n%16)*2 + k%2]   (bf16 bits, rounded to nearest even)
+//        One 32-deep K block of a panel is exactly one AMX B tile (16 rows of 64 bytes), and one
+//        64-byte row is one vdpbf16ps operand.
+size_t packed_b_elems_f32(int K, int N);
+size_t packed_b_elems_bf16(int K, int N);
+// B[k*ldb + n], or B[n*ldb + k] when trans.
+void pack_b_f32(int K, int N, const float* B, int ldb, bool trans, float* Bp);
+void pack_b_bf16(int K, int N, const float* B, int ldb, bool trans, uint16_t* Bp);
+
+// ---- GEMM -------------------------------------------------------------------------------------
+// C[m*ldc + n] = epilogue(sum_k A[m*lda + k] * B[k, n]) with B packed as above. M, N, K >= 0, any
+// values (no multiple-of requirements). C may not alias A, Bp, bias; it may alias the residual when
+// ldr == ldc (each element's residual is read before the element is written).
+void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
+              const Epilogue& ep);
+// A rounded to bf16 (nearest even) on the fly, products of bf16 values, fp32 accumulation.
+void gemm_bf16(int M, int N, int K, const float* A, int lda, const uint16_t* Bp, float* C, int ldc,
+               const Epilogue& ep);
+// A given as bf16 bits.
+void gemm_bf16_a16(int M, int N, int K, const uint16_t* A, int lda, const uint16_t* Bp, float* C, int ldc,
+                   const Epilogue& ep);
+
+// ---- convolution ------------------------------------------------------------------------------
+// NCHW, groups, dilation, arbitrary pads and strides; 1-D convolutions are 2-D ones with H = R = 1.
+// Computed per image and group as a GEMM C[cout, pixel] = W[cout, ci*R*S] x im2col[ci*R*S, pixel],
+// the im2col matrix written straight into packed-B layout (pixels are N) in `scratch`.
+struct Conv2dShape {
+  int N, C, H, W;        // input batch, channels, height, width
+  int K, R, S;           // output channels, kernel height, kernel width
+  int OH, OW;            // output height, width
+  int stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups;
+};
+// Elements of `scratch` that conv2d_f32 (bf16 = false) or conv2d_bf16 (bf16 = true) needs.
+size_t conv2d_scratch_elems(const Conv2dShape& s, bool bf16);
+// w: [K][C/groups*R*S] row-major; y: [N][K][OH][OW]. Epilogue rows are output channels:
+// bias_mode 2 = per output channel; residual is output-shaped per image ([K][OH*OW], ldr = OH*OW,
+// the pointer given is the one of image 0, images follow each other densely).
+void conv2d_f32(const Conv2dShape& s, const float* x, const float* w, float* y, const Epilogue& ep,
+                float* scratch);
+// w as bf16 bits; x rounded to bf16 (nearest even) while forming im2col; fp32 accumulation.
+void conv2d_bf16(const Conv2dShape& s, const float* x, const uint16_t* w, float* y, const Epilogue& ep,
+                 uint16_t* scratch);
+
+// ---- AMX state --------------------------------------------------------------------------------
+// Linux hands out the AMX tile state only on request (arch_prctl(ARCH_REQ_XCOMP_PERM,
+// XFEATURE_XTILEDATA)); call once per process before running the amx variant. Returns false and sets
+// *reason (a static string) when the CPU or the OS refuses; the amx variant then computes its bf16
+// kernels with AVX-512 BF16 instead. A no-op returning true in the other variants.
+bool amx_init(const char** reason);
+
+}  // namespace ACCELC_NS

@@ -1,0 +1,103 @@
+"""Static memory plan: arena offsets for intermediates and scratch, weights.bin offsets for constants.
+
+Every intermediate value (and every scratch request of a lowering: im2col, run-time packed B, transposed
+operands) is a ``Buffer`` with a byte size and a live interval ``[first, last]`` in node steps. Buffers
+whose intervals overlap must not overlap in memory; others may share bytes. Placement is greedy by size
+(largest first) with best fit: each buffer takes the smallest gap between already placed, overlapping
+buffers that holds it (TFLite's "greedy by size" arena planner). All offsets are 64-byte aligned, the
+alignment of an AVX-512 register and of a cache line.
+
+Graph inputs and outputs live in caller buffers and are not planned here; constants are appended to
+weights.bin by ``WeightsBuilder``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hashlib
+
+import numpy as np
+
+ALIGN = 64
+
+
+def align_up(n: int, a: int = ALIGN) -> int:
+    return (n + a - 1) // a * a
+
+
+@dataclass
+class Buffer:
+    name: str
+    nbytes: int
+    first: int       # first node step that writes or reads it
+    last: int        # last node step that reads it
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class ArenaPlan:
+    offsets: dict[str, int]
+    arena_bytes: int
+    naive_bytes: int      # what one buffer per value would need (for reports)
+
+
+def plan_arena(buffers: list[Buffer]) -> ArenaPlan:
+    placed: list[Buffer] = []
+    for buf in sorted(buffers, key=lambda b: (-align_up(b.nbytes), b.first, b.name)):
+        size = align_up(max(buf.nbytes, 1))
+        busy = sorted((p.offset, p.offset + align_up(max(p.nbytes, 1))) for p in placed
+                      if p.first <= buf.last and buf.first <= p.last)
+        best_offset, best_gap = None, None
+        cursor = 0
+        for start, end in busy:
+            gap = start - cursor
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best_offset, best_gap = cursor, gap
+            cursor = max(cursor, end)
+        buf.offset = best_offset if best_offset is not None else cursor
+        placed.append(buf)
+    arena = max((b.offset + align_up(max(b.nbytes, 1)) for b in placed), default=0)
+    naive = sum(align_up(max(b.nbytes, 1)) for b in buffers)
+    return ArenaPlan({b.name: b.offset for b in placed}, arena, naive)
+
+
+class WeightsBuilder:
+    """Appends arrays to weights.bin at 64-byte aligned offsets; identical contents (e.g. a weight shared
+    by two layers, repeated index tables) are stored once."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._by_content: dict[bytes, int] = {}
+
+    def add(self, array: np.ndarray) -> int:
+        data = np.ascontiguousarray(array).tobytes()
+        key = hashlib.sha256(data).digest()
+        if key in self._by_content:
+            return self._by_content[key]
+        offset = align_up(self._size)
+        if offset > self._size:
+            self._chunks.append(b"\0" * (offset - self._size))
+        self._chunks.append(data)
+        self._size = offset + len(data)
+        self._by_content[key] = offset
+        return offset
+
+    @property
+    def nbytes(self) -> int:
+        return self._size
+
+    def tobytes(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def weights_checksum(data: bytes) -> int:
+    """Checksum of weights.bin, the same function as runtime_src/accelc_abi.cpp's weights_checksum()."""
+    n = len(data)
+    padded = data + b"\0" * (-n % 8)
+    words = np.frombuffer(padded, dtype="<u8")
+    idx = np.arange(words.size, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = (words ^ (idx * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xFF51AFD7ED558CCD)
+        total = int(mixed.sum(dtype=np.uint64))
+    return (total ^ n) & 0xFFFFFFFFFFFFFFFF

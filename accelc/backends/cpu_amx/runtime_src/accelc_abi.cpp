@@ -1,0 +1,234 @@
+// accelc CPU runtime: the C ABI of a built model library (ABI version 1, see include/accelc_model.h).
+//
+// Compiled with baseline x86-64 flags only: this file runs before we know which ISA the CPU has. It
+// checks the CPU (cpuid) and the OS (XCR0 via xgetbv: AVX-512 and AMX register state enabled), picks the
+// best ISA variant built into the library, verifies and copies the weights, owns the activation arena and
+// calls the chosen variant's generated `run`. Model facts (variants, signature, sizes, checksum) come
+// from the generated accelc_model_config.h.
+#include <cpuid.h>
+#include <omp.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "accelc_model_config.h"
+
+#define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
+
+// Each variant namespace provides these two functions (generated model.cpp).
+#define ACCELC_DECLARE_VARIANT(v)                                                                     \
+  namespace accelc_##v {                                                                              \
+  int prepare(const char** reason);                                                                   \
+  int run(const void* const* inputs, void* const* outputs, unsigned char* arena, const unsigned char* weights); \
+  }
+ACCELC_FOR_EACH_VARIANT(ACCELC_DECLARE_VARIANT)
+#undef ACCELC_DECLARE_VARIANT
+
+namespace {
+
+thread_local char g_last_error[512] = "";
+
+int fail(int code, const char* fmt, const char* arg = "") {
+  std::snprintf(g_last_error, sizeof g_last_error, fmt, arg);
+  return code;
+}
+
+// ---- CPU feature detection -------------------------------------------------------------------------------
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false, bmi1 = false, bmi2 = false, lzcnt = false, movbe = false;
+  bool avx512f = false, avx512bw = false, avx512cd = false, avx512dq = false, avx512vl = false;
+  bool avx512_bf16 = false, avx512_vnni = false, amx_tile = false, amx_bf16 = false, amx_int8 = false;
+  bool os_avx = false, os_avx512 = false, os_amx = false;
+};
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+  f.fma = (c >> 12) & 1;
+  f.movbe = (c >> 22) & 1;
+  f.f16c = (c >> 29) & 1;
+  if (osxsave) {
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const uint64_t xcr0 = (uint64_t(hi) << 32) | lo;
+    f.os_avx = avx && (xcr0 & 0x6) == 0x6;                       // SSE + AVX state
+    f.os_avx512 = f.os_avx && (xcr0 & 0xe0) == 0xe0;             // opmask + ZMM_Hi256 + Hi16_ZMM
+    f.os_amx = (xcr0 & 0x60000) == 0x60000;                      // XTILECFG + XTILEDATA
+  }
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    f.bmi1 = (b >> 3) & 1;
+    f.avx2 = (b >> 5) & 1;
+    f.bmi2 = (b >> 8) & 1;
+    f.avx512f = (b >> 16) & 1;
+    f.avx512dq = (b >> 17) & 1;
+    f.avx512cd = (b >> 28) & 1;
+    f.avx512bw = (b >> 30) & 1;
+    f.avx512vl = (b >> 31) & 1;
+    f.avx512_vnni = (c >> 11) & 1;
+    f.amx_bf16 = (d >> 22) & 1;
+    f.amx_tile = (d >> 24) & 1;
+    f.amx_int8 = (d >> 25) & 1;
+    if (a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = (a >> 5) & 1;
+  }
+  if (__get_cpuid(0x80000001, &a, &b, &c, &d)) f.lzcnt = (c >> 5) & 1;
+  return f;
+}
+
+// Appends the names of the features `variant` needs and this CPU/OS lacks; returns true when none is missing.
+bool variant_runs(const char* variant, const CpuFeatures& f, char* missing, size_t cap) {
+  missing[0] = '\0';
+  auto need = [&](bool ok, const char* name) {
+    if (ok) return;
+    if (missing[0]) std::strncat(missing, " ", cap - std::strlen(missing) - 1);
+    std::strncat(missing, name, cap - std::strlen(missing) - 1);
+  };
+  const bool v3 = true, v4 = std::strcmp(variant, "avx512") == 0 || std::strcmp(variant, "amx") == 0;
+  const bool bf16 = v4;   // the avx512 and amx variants are built with -mavx512bf16
+  const bool amx = std::strcmp(variant, "amx") == 0;
+  if (v3) {
+    need(f.avx2, "avx2"); need(f.fma, "fma"); need(f.f16c, "f16c"); need(f.bmi1, "bmi1"); need(f.bmi2, "bmi2");
+    need(f.lzcnt, "lzcnt"); need(f.movbe, "movbe"); need(f.os_avx, "os-avx-state");
+  }
+  if (v4) {
+    need(f.avx512f, "avx512f"); need(f.avx512bw, "avx512bw"); need(f.avx512cd, "avx512cd");
+    need(f.avx512dq, "avx512dq"); need(f.avx512vl, "avx512vl"); need(f.os_avx512, "os-avx512-state");
+  }
+  if (bf16) need(f.avx512_bf16, "avx512_bf16");
+  if (amx) {
+    need(f.avx512_vnni, "avx512_vnni"); need(f.amx_tile, "amx_tile");
+    need(f.amx_bf16, "amx_bf16"); need(f.amx_int8, "amx_int8"); need(f.os_amx, "os-amx-state");
+  }
+  return missing[0] == '\0';
+}
+
+// ---- variants built into this library ------------------------------------------------------------------
+using RunFn = int (*)(const void* const*, void* const*, unsigned char*, const unsigned char*);
+using PrepareFn = int (*)(const char**);
+struct Variant { const char* name; RunFn run; PrepareFn prepare; };
+
+const Variant kVariants[] = {
+#define ACCELC_VARIANT_ENTRY(v) {#v, &accelc_##v::run, &accelc_##v::prepare},
+    ACCELC_FOR_EACH_VARIANT(ACCELC_VARIANT_ENTRY)
+#undef ACCELC_VARIANT_ENTRY
+};
+constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
+
+// Same checksum as codegen's weights_checksum(): 64-bit little-endian words mixed with their position,
+// the trailing bytes zero-padded to one word, plus the length.
+uint64_t weights_checksum(const unsigned char* p, size_t n) {
+  uint64_t h = 0;
+  const size_t words = (n + 7) / 8;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w = 0;
+    std::memcpy(&w, p + i * 8, i * 8 + 8 <= n ? 8 : n - i * 8);
+    h += (w ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull;
+  }
+  return h ^ uint64_t(n);
+}
+
+void* aligned_alloc_bytes(size_t n) {
+  if (n == 0) n = 64;
+  void* p = nullptr;
+  if (posix_memalign(&p, 64, (n + 63) / 64 * 64) != 0) return nullptr;
+  return p;
+}
+
+}  // namespace
+
+// Called by the support kernels (accelc_ops.cpp) to explain a non-zero return.
+extern "C" void accelc_internal_set_error(const char* message) {
+  std::snprintf(g_last_error, sizeof g_last_error, "%s", message);
+}
+
+struct accelc_model {
+  const Variant* variant;
+  unsigned char* weights;
+  unsigned char* arena;
+  int threads;
+};
+
+ACCELC_EXPORT int accelc_abi_version(void) { return 1; }
+ACCELC_EXPORT const char* accelc_signature_json(void) { return kAccelcSignatureJson; }
+ACCELC_EXPORT const char* accelc_variants(void) { return kAccelcVariantList; }
+
+ACCELC_EXPORT const char* accelc_select_variant(void) {
+  const CpuFeatures f = detect();
+  char missing[256];
+  for (int i = 0; i < kNumVariants; ++i)
+    if (variant_runs(kVariants[i].name, f, missing, sizeof missing)) return kVariants[i].name;
+  return nullptr;
+}
+
+ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int num_threads, accelc_model** out) {
+  if (!out) return fail(4, "accelc_create: out is NULL%s");
+  *out = nullptr;
+  if (weights_size != kAccelcWeightsBytes) {
+    char msg[128];
+    std::snprintf(msg, sizeof msg, "%zu bytes given, the model needs %llu", weights_size,
+                  (unsigned long long)kAccelcWeightsBytes);
+    return fail(2, "weights size mismatch: %s (use the weights.bin built with this library)", msg);
+  }
+  if (weights_size && !weights) return fail(4, "accelc_create: weights is NULL%s");
+  if (weights_size && weights_checksum(static_cast<const unsigned char*>(weights), weights_size) != kAccelcWeightsChecksum)
+    return fail(2, "weights checksum mismatch: %s", "weights.bin does not belong to this library or is damaged");
+  if (num_threads < 0) return fail(4, "accelc_create: num_threads must be >= 0 (0 = all cores)%s");
+
+  // best variant this CPU runs and whose one-time setup (AMX tile permission) succeeds
+  const CpuFeatures f = detect();
+  const Variant* chosen = nullptr;
+  char reasons[400] = "";
+  for (int i = 0; i < kNumVariants && !chosen; ++i) {
+    char missing[256];
+    char line[300];
+    if (!variant_runs(kVariants[i].name, f, missing, sizeof missing)) {
+      std::snprintf(line, sizeof line, "%s%s needs %s", reasons[0] ? "; " : "", kVariants[i].name, missing);
+    } else {
+      const char* why = nullptr;
+      if (kVariants[i].prepare(&why) == 0) { chosen = &kVariants[i]; break; }
+      std::snprintf(line, sizeof line, "%s%s: %s", reasons[0] ? "; " : "", kVariants[i].name, why ? why : "setup failed");
+    }
+    std::strncat(reasons, line, sizeof reasons - std::strlen(reasons) - 1);
+  }
+  if (!chosen) return fail(1, "this CPU cannot run any ISA variant of the model (%s)", reasons);
+
+  accelc_model* m = new (std::nothrow) accelc_model{chosen, nullptr, nullptr, num_threads};
+  if (!m) return fail(3, "out of memory allocating the model%s");
+  m->weights = static_cast<unsigned char*>(aligned_alloc_bytes(weights_size));
+  m->arena = static_cast<unsigned char*>(aligned_alloc_bytes(kAccelcArenaBytes));
+  if (!m->weights || !m->arena) {
+    std::free(m->weights); std::free(m->arena); delete m;
+    char msg[64];
+    std::snprintf(msg, sizeof msg, "%llu", (unsigned long long)(weights_size + kAccelcArenaBytes));
+    return fail(3, "out of memory allocating %s bytes of weights and activations", msg);
+  }
+  if (weights_size) std::memcpy(m->weights, weights, weights_size);
+  *out = m;
+  return 0;
+}
+
+ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* const* outputs) {
+  if (!m) return fail(4, "accelc_run: model is NULL%s");
+  if ((kAccelcNumInputs && !inputs) || (kAccelcNumOutputs && !outputs))
+    return fail(4, "accelc_run: inputs or outputs array is NULL%s");
+  for (int i = 0; i < kAccelcNumInputs; ++i)
+    if (!inputs[i]) return fail(4, "accelc_run: input %s is NULL", kAccelcInputNames[i]);
+  for (int i = 0; i < kAccelcNumOutputs; ++i)
+    if (!outputs[i]) return fail(4, "accelc_run: output %s is NULL", kAccelcOutputNames[i]);
+  if (m->threads > 0) omp_set_num_threads(m->threads);
+  return m->variant->run(inputs, outputs, m->arena, m->weights);
+}
+
+ACCELC_EXPORT const char* accelc_model_variant(const accelc_model* m) { return m ? m->variant->name : nullptr; }
+
+ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
+  if (!m) return;
+  std::free(m->weights);
+  std::free(m->arena);
+  delete m;
+}
+
+ACCELC_EXPORT const char* accelc_last_error(void) { return g_last_error; }

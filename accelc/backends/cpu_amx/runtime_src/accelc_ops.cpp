@@ -1,0 +1,622 @@
+// accelc CPU runtime: support kernels (see accelc_ops.h). Plain C++ loops written so that g++ vectorizes
+// the inner loops for each ISA variant; parallel over independent rows with OpenMP when large enough.
+// No std:: containers or algorithms: every variant keeps its own code (see accelc_types.h).
+#include "accelc_ops.h"
+
+#include <omp.h>
+#include <cfloat>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+namespace ACCELC_NS {
+namespace {
+
+constexpr int64_t kParallelWork = 1 << 15;   // below this many elements a kernel runs on one thread
+
+// Numeric view of every storage type: floats compute in float/double, integers in int64.
+template <class T> struct Num;
+template <> struct Num<float> { using S = float; using Acc = double; static constexpr bool is_float = true;
+  static double get(const S* p, int64_t i) { return p[i]; } static void put(S* p, int64_t i, double v) { p[i] = float(v); } static void put_acc(S* p, int64_t i, double v) { put(p, i, v); } };
+template <> struct Num<bf16_t> { using S = bf16_t; using Acc = double; static constexpr bool is_float = true;
+  static double get(const S* p, int64_t i) { return bf16_to_f32(p[i].bits); } static void put(S* p, int64_t i, double v) { p[i].bits = f32_to_bf16(float(v)); } static void put_acc(S* p, int64_t i, double v) { put(p, i, v); } };
+template <> struct Num<f16_t> { using S = f16_t; using Acc = double; static constexpr bool is_float = true;
+  static double get(const S* p, int64_t i) { return f16_to_f32(p[i].bits); } static void put(S* p, int64_t i, double v) { p[i].bits = f32_to_f16(float(v)); } static void put_acc(S* p, int64_t i, double v) { put(p, i, v); } };
+template <> struct Num<double> { using S = double; using Acc = double; static constexpr bool is_float = true;
+  static double get(const S* p, int64_t i) { return p[i]; } static void put(S* p, int64_t i, double v) { p[i] = v; } static void put_acc(S* p, int64_t i, double v) { p[i] = v; } };
+#define ACCELC_INT_NUM(T)                                                                              \
+  template <> struct Num<T> { using S = T; using Acc = int64_t; static constexpr bool is_float = false; \
+    static double get(const S* p, int64_t i) { return double(p[i]); }                                  \
+    static void put(S* p, int64_t i, double v) { p[i] = S(int64_t(v)); }                 \
+    static void put_acc(S* p, int64_t i, int64_t v) { p[i] = S(v); } };
+ACCELC_INT_NUM(int8_t) ACCELC_INT_NUM(uint8_t) ACCELC_INT_NUM(int16_t) ACCELC_INT_NUM(int32_t)
+ACCELC_INT_NUM(int64_t)
+#undef ACCELC_INT_NUM
+
+// Calls body.template operator()<T>() with T the storage type of dt.
+template <class F> void dispatch_all(DT dt, F&& body) {
+  switch (dt) {
+    case DT::F32: body(float{}); break;
+    case DT::BF16: body(bf16_t{}); break;
+    case DT::F16: body(f16_t{}); break;
+    case DT::F64: body(double{}); break;
+    case DT::I8: body(int8_t{}); break;
+    case DT::U8: case DT::BOOL: body(uint8_t{}); break;
+    case DT::I16: body(int16_t{}); break;
+    case DT::I32: body(int32_t{}); break;
+    case DT::I64: body(int64_t{}); break;
+  }
+}
+template <class F> void dispatch_float(DT dt, F&& body) {
+  switch (dt) {
+    case DT::F32: body(float{}); break;
+    case DT::BF16: body(bf16_t{}); break;
+    case DT::F16: body(f16_t{}); break;
+    default: break;  // codegen only emits float calls for float dtypes
+  }
+}
+
+inline bool is_nan(double v) { return v != v; }
+
+}  // namespace
+
+int max_threads() { return omp_get_max_threads(); }
+
+// ---- data movement -------------------------------------------------------------------------------------
+template <class E>
+static void index_copy_t(int rank, const int64_t* dims, const int64_t* const* tables, const E* in, E* out,
+                         E fill_value, bool inner_contiguous) {
+  const int64_t inner = rank > 0 ? dims[rank - 1] : 1;
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < rank; ++d) rows *= dims[d];
+  const int64_t* last = rank > 0 ? tables[rank - 1] : nullptr;
+#pragma omp parallel for schedule(static) if (rows * inner > kParallelWork)
+  for (int64_t row = 0; row < rows; ++row) {
+    int64_t base = 0, rem = row;
+    bool padded = false;
+    for (int d = rank - 2; d >= 0; --d) {
+      const int64_t i = rem % dims[d];
+      rem /= dims[d];
+      const int64_t t = tables[d][i];
+      if (t < 0) padded = true;
+      base += t;
+    }
+    E* dst = out + row * inner;
+    if (padded) {
+      for (int64_t j = 0; j < inner; ++j) dst[j] = fill_value;
+    } else if (rank == 0) {
+      dst[0] = in[0];
+    } else if (inner_contiguous) {
+      std::memcpy(dst, in + base + last[0], size_t(inner) * sizeof(E));
+    } else {
+      for (int64_t j = 0; j < inner; ++j) dst[j] = last[j] < 0 ? fill_value : in[base + last[j]];
+    }
+  }
+}
+
+void index_copy(int elem_size, int rank, const int64_t* out_dims, const int64_t* const* tables, const void* in,
+                void* out, const void* fill, bool inner_contiguous) {
+  auto run = [&](auto zero) {
+    using E = decltype(zero);
+    E f{};
+    if (fill) std::memcpy(&f, fill, sizeof(E));
+    index_copy_t<E>(rank, out_dims, tables, static_cast<const E*>(in), static_cast<E*>(out), f, inner_contiguous);
+  };
+  switch (elem_size) {
+    case 1: run(uint8_t{}); break;
+    case 2: run(uint16_t{}); break;
+    case 4: run(uint32_t{}); break;
+    default: run(uint64_t{}); break;
+  }
+}
+
+void copy_rows(int64_t rows, int64_t row_bytes, const void* src, int64_t src_stride, void* dst, int64_t dst_stride) {
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+#pragma omp parallel for schedule(static) if (rows * row_bytes > 4 * kParallelWork)
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(d + r * dst_stride, s + r * src_stride, size_t(row_bytes));
+}
+
+void fill(int elem_size, int64_t n, const void* value, void* out) {
+  char* o = static_cast<char*>(out);
+  bool zero = true;
+  for (int b = 0; b < elem_size; ++b) zero = zero && static_cast<const char*>(value)[b] == 0;
+  if (zero) { std::memset(o, 0, size_t(n) * size_t(elem_size)); return; }
+  for (int64_t i = 0; i < n; ++i) std::memcpy(o + i * elem_size, value, size_t(elem_size));
+}
+
+// ---- reductions -----------------------------------------------------------------------------------------
+template <class T>
+static void reduce_t(RedOp op, int64_t outer, int64_t r, int64_t inner, const T* in, T* out) {
+  using N = Num<T>;
+  using Acc = typename N::Acc;
+  if (N::is_float && inner == 1 && (op == RedOp::Sum || op == RedOp::Mean || op == RedOp::SumSquare)) {
+    // contiguous rows of floats (ReduceMean over the last axis, global average pooling): vectorized
+#pragma omp parallel for schedule(static) if (outer * r > kParallelWork)
+    for (int64_t o = 0; o < outer; ++o) {
+      const T* p = in + o * r;
+      double acc = 0;
+      if (op == RedOp::SumSquare) {
+#pragma omp simd reduction(+ : acc)
+        for (int64_t k = 0; k < r; ++k) { const double v = N::get(p, k); acc += v * v; }
+      } else {
+#pragma omp simd reduction(+ : acc)
+        for (int64_t k = 0; k < r; ++k) acc += N::get(p, k);
+      }
+      N::put(out, o, op == RedOp::Mean ? (r ? acc / double(r) : NAN) : acc);
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static) if (outer * r * inner > kParallelWork)
+  for (int64_t oi = 0; oi < outer * inner; ++oi) {
+    const int64_t o = oi / inner, i = oi % inner;
+    const T* p = in + o * r * inner + i;
+    double result = 0;
+    if (op == RedOp::Max || op == RedOp::Min) {
+      double best = N::get(p, 0);
+      for (int64_t k = 1; k < r; ++k) {
+        const double v = N::get(p, k * inner);
+        if (is_nan(best)) break;
+        if (is_nan(v) || (op == RedOp::Max ? v > best : v < best)) best = v;
+      }
+      result = best;
+    } else if (op == RedOp::LogSumExp) {
+      double m = -INFINITY;
+      for (int64_t k = 0; k < r; ++k) { const double v = N::get(p, k * inner); if (v > m) m = v; }
+      double s = 0;
+      if (m == INFINITY || m == -INFINITY) { result = m == -INFINITY ? -INFINITY : INFINITY; }
+      else { for (int64_t k = 0; k < r; ++k) s += std::exp(N::get(p, k * inner) - m); result = m + std::log(s); }
+    } else {
+      Acc acc = op == RedOp::Prod ? Acc(1) : Acc(0);
+      for (int64_t k = 0; k < r; ++k) {
+        const Acc v = Acc(N::get(p, k * inner));
+        switch (op) {
+          case RedOp::Prod: acc = Acc(acc * v); break;
+          case RedOp::L1: acc = Acc(acc + (v < 0 ? -v : v)); break;
+          case RedOp::L2: case RedOp::SumSquare: acc = Acc(acc + v * v); break;
+          default: acc = Acc(acc + v); break;
+        }
+      }
+      if (op == RedOp::Mean) result = r ? double(acc) / double(r) : NAN;
+      else if (op == RedOp::L2) result = std::sqrt(double(acc));
+      else result = double(acc);
+      if (!N::is_float && (op == RedOp::Sum || op == RedOp::Prod || op == RedOp::L1 || op == RedOp::SumSquare)) {
+        N::put_acc(out, oi, acc);   // integer sums wrap like NumPy's fixed-width accumulator
+        continue;
+      }
+    }
+    N::put(out, oi, result);
+  }
+}
+
+void reduce(DT dt, RedOp op, int64_t outer, int64_t r, int64_t inner, const void* in, void* out) {
+  dispatch_all(dt, [&](auto zero) {
+    using T = decltype(zero);
+    reduce_t<T>(op, outer, r, inner, static_cast<const T*>(in), static_cast<T*>(out));
+  });
+}
+
+void arg_reduce(DT dt, bool is_max, bool select_last, int64_t outer, int64_t r, int64_t inner, const void* in,
+                int64_t* out) {
+  dispatch_all(dt, [&](auto zero) {
+    using T = decltype(zero);
+    using N = Num<T>;
+    const T* x = static_cast<const T*>(in);
+#pragma omp parallel for schedule(static) if (outer * r * inner > kParallelWork)
+    for (int64_t oi = 0; oi < outer * inner; ++oi) {
+      const int64_t o = oi / inner, i = oi % inner;
+      const T* p = x + o * r * inner + i;
+      double best = N::get(p, 0);
+      int64_t best_k = 0;
+      for (int64_t k = 1; k < r && !is_nan(best); ++k) {
+        const double v = N::get(p, k * inner);
+        const bool better = is_nan(v) || (is_max ? v > best : v < best);
+        if (better || (select_last && v == best)) { best = v; best_k = k; }
+      }
+      out[oi] = best_k;
+    }
+  });
+}
+
+void cumsum(DT dt, bool exclusive, bool reverse, int64_t outer, int64_t r, int64_t inner, const void* in, void* out) {
+  dispatch_all(dt, [&](auto zero) {
+    using T = decltype(zero);
+    using N = Num<T>;
+    using Acc = typename N::Acc;
+    const T* x = static_cast<const T*>(in);
+    T* y = static_cast<T*>(out);
+#pragma omp parallel for schedule(static) if (outer * r * inner > kParallelWork)
+    for (int64_t oi = 0; oi < outer * inner; ++oi) {
+      const int64_t o = oi / inner, i = oi % inner;
+      const int64_t base = o * r * inner + i;
+      Acc acc = 0;
+      for (int64_t s = 0; s < r; ++s) {
+        const int64_t k = reverse ? r - 1 - s : s;
+        const Acc v = Acc(N::get(x + base, k * inner));
+        if (exclusive) { N::put_acc(y + base, k * inner, acc); acc = Acc(acc + v); }
+        else { acc = Acc(acc + v); N::put_acc(y + base, k * inner, acc); }
+      }
+    }
+  });
+}
+
+void topk(DT dt, bool largest, int64_t outer, int64_t r, int64_t inner, int64_t k, const void* in, void* values,
+          int64_t* indices, int64_t* scratch, int slots) {
+  dispatch_all(dt, [&](auto zero) {
+    using T = decltype(zero);
+    using N = Num<T>;
+    const T* x = static_cast<const T*>(in);
+    T* vals = static_cast<T*>(values);
+    const int threads = omp_get_max_threads() < slots ? omp_get_max_threads() : slots;
+#pragma omp parallel for schedule(static) num_threads(threads) if (outer * r * inner > kParallelWork)
+    for (int64_t oi = 0; oi < outer * inner; ++oi) {
+      const int64_t o = oi / inner, i = oi % inner;
+      const T* p = x + o * r * inner + i;
+      int64_t* order = scratch + int64_t(omp_get_thread_num()) * r;
+      // "a before b": larger (or smaller) value first, NaN counts as the largest, ties by lower index.
+      auto before = [&](int64_t a, int64_t b) {
+        const double va = N::get(p, a * inner), vb = N::get(p, b * inner);
+        if (is_nan(va) || is_nan(vb)) {
+          if (is_nan(va) && is_nan(vb)) return a < b;
+          return largest ? is_nan(va) : is_nan(vb);
+        }
+        if (va != vb) return largest ? va > vb : va < vb;
+        return a < b;
+      };
+      // selection of the k best by insertion into a sorted prefix (k is small in practice)
+      int64_t n = 0;
+      for (int64_t j = 0; j < r; ++j) {
+        if (n == k && !before(j, order[n - 1])) continue;
+        int64_t pos = n < k ? n++ : k - 1;
+        while (pos > 0 && before(j, order[pos - 1])) { order[pos] = order[pos - 1]; --pos; }
+        order[pos] = j;
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t dst = o * k * inner + j * inner + i;
+        vals[dst] = p[order[j] * inner];
+        indices[dst] = order[j];
+      }
+    }
+  });
+}
+
+// ---- normalization ----------------------------------------------------------------------------------------
+void softmax(DT dt, bool log, int64_t outer, int64_t r, int64_t inner, const void* in, void* out) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = static_cast<const T*>(in);
+    T* y = static_cast<T*>(out);
+    if (inner == 1) {
+      // the common case (softmax over the last axis): contiguous rows, vectorized max / exp / sum
+#pragma omp parallel for schedule(static) if (outer * r > kParallelWork)
+      for (int64_t o = 0; o < outer; ++o) {
+        const T* xr = x + o * r;
+        T* yr = y + o * r;
+        float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+        for (int64_t k = 0; k < r; ++k) { const float v = load_f(xr, k); m = v > m ? v : m; }
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < r; ++k) s += vexp(load_f(xr, k) - m);
+        if (log) {
+          const float ls = std::log(s);
+#pragma omp simd
+          for (int64_t k = 0; k < r; ++k) store_f(yr, k, load_f(xr, k) - m - ls);
+        } else {
+          const float inv = 1.f / s;
+#pragma omp simd
+          for (int64_t k = 0; k < r; ++k) store_f(yr, k, vexp(load_f(xr, k) - m) * inv);
+        }
+      }
+      return;
+    }
+#pragma omp parallel for schedule(static) if (outer * r * inner > kParallelWork)
+    for (int64_t oi = 0; oi < outer * inner; ++oi) {
+      const int64_t o = oi / inner, i = oi % inner;
+      const int64_t base = o * r * inner + i;
+      float m = -INFINITY;
+      for (int64_t k = 0; k < r; ++k) { const float v = load_f(x, base + k * inner); m = v > m ? v : m; }
+      float s = 0.f;
+      for (int64_t k = 0; k < r; ++k) s += vexp(load_f(x, base + k * inner) - m);
+      if (log) {
+        const float ls = std::log(s);
+        for (int64_t k = 0; k < r; ++k) store_f(y, base + k * inner, load_f(x, base + k * inner) - m - ls);
+      } else {
+        const float inv = 1.f / s;
+        for (int64_t k = 0; k < r; ++k) store_f(y, base + k * inner, vexp(load_f(x, base + k * inner) - m) * inv);
+      }
+    }
+  });
+}
+
+void layer_norm(DT dt, int64_t rows, int64_t n, const void* xv, const void* scalev, const void* biasv, float epsilon,
+                void* yv, void* mean_out, void* inv_std_out) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = static_cast<const T*>(xv);
+    const T* scale = static_cast<const T*>(scalev);
+    const T* bias = static_cast<const T*>(biasv);
+    T* y = static_cast<T*>(yv);
+#pragma omp parallel for schedule(static) if (rows * n > kParallelWork)
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t base = row * n;
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < n; ++j) sum += load_f(x, base + j);
+      const float mean = float(sum / double(n));
+      double var = 0;
+#pragma omp simd reduction(+ : var)
+      for (int64_t j = 0; j < n; ++j) { const float d = load_f(x, base + j) - mean; var += double(d) * d; }
+      const float inv_std = float(1.0 / std::sqrt(var / double(n) + double(epsilon)));
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        float v = (load_f(x, base + j) - mean) * inv_std * load_f(scale, j);
+        if (bias) v += load_f(bias, j);
+        store_f(y, base + j, v);
+      }
+      if (mean_out) store_f(static_cast<T*>(mean_out), row, mean);
+      if (inv_std_out) store_f(static_cast<T*>(inv_std_out), row, inv_std);
+    }
+  });
+}
+
+void batch_norm(DT dt, int64_t n, int64_t c, int64_t inner, const void* xv, const void* scalev, const void* biasv,
+                const void* meanv, const void* varv, float epsilon, void* yv) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = static_cast<const T*>(xv);
+    T* y = static_cast<T*>(yv);
+#pragma omp parallel for schedule(static) if (n * c * inner > kParallelWork)
+    for (int64_t nc = 0; nc < n * c; ++nc) {
+      const int64_t ch = nc % c;
+      const float a = load_f(static_cast<const T*>(scalev), ch) /
+                      std::sqrt(load_f(static_cast<const T*>(varv), ch) + epsilon);
+      const float b = load_f(static_cast<const T*>(biasv), ch) - a * load_f(static_cast<const T*>(meanv), ch);
+      for (int64_t j = 0; j < inner; ++j) store_f(y, nc * inner + j, a * load_f(x, nc * inner + j) + b);
+    }
+  });
+}
+
+void instance_norm(DT dt, int64_t n, int64_t c, int64_t inner, const void* xv, const void* scalev, const void* biasv,
+                   float epsilon, void* yv) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = static_cast<const T*>(xv);
+    T* y = static_cast<T*>(yv);
+#pragma omp parallel for schedule(static) if (n * c * inner > kParallelWork)
+    for (int64_t nc = 0; nc < n * c; ++nc) {
+      const int64_t ch = nc % c, base = nc * inner;
+      double sum = 0;
+      for (int64_t j = 0; j < inner; ++j) sum += load_f(x, base + j);
+      const float mean = float(sum / double(inner));
+      double var = 0;
+      for (int64_t j = 0; j < inner; ++j) { const float d = load_f(x, base + j) - mean; var += double(d) * d; }
+      const float a = float(load_f(static_cast<const T*>(scalev), ch) / std::sqrt(var / double(inner) + epsilon));
+      const float b = load_f(static_cast<const T*>(biasv), ch);
+      for (int64_t j = 0; j < inner; ++j) store_f(y, base + j, (load_f(x, base + j) - mean) * a + b);
+    }
+  });
+}
+
+void lrn(DT dt, int64_t n, int64_t c, int64_t inner, int size, float alpha, float beta, float bias, const void* xv,
+         void* yv) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = static_cast<const T*>(xv);
+    T* y = static_cast<T*>(yv);
+    const int64_t lo_off = (size - 1) / 2, hi_off = size - 1 - lo_off;   // floor and ceil of (size-1)/2
+#pragma omp parallel for schedule(static) if (n * c * inner > kParallelWork)
+    for (int64_t nc = 0; nc < n * c; ++nc) {
+      const int64_t b = nc / c, ch = nc % c;
+      const int64_t lo = ch - lo_off < 0 ? 0 : ch - lo_off, hi = ch + hi_off > c - 1 ? c - 1 : ch + hi_off;
+      for (int64_t j = 0; j < inner; ++j) {
+        float sq = 0.f;
+        for (int64_t k = lo; k <= hi; ++k) { const float v = load_f(x, (b * c + k) * inner + j); sq += v * v; }
+        store_f(y, nc * inner + j, load_f(x, nc * inner + j) / std::pow(bias + alpha / float(size) * sq, beta));
+      }
+    }
+  });
+}
+
+// ---- pooling ----------------------------------------------------------------------------------------------
+namespace {
+// Kernel taps k in [lo, hi) whose position start + k * dil lies in [lo_pos, hi_pos).
+struct TapRange { int64_t lo, hi; };
+inline TapRange taps_within(int64_t start, int64_t kernel, int64_t dil, int64_t lo_pos, int64_t hi_pos) {
+  int64_t lo = 0, hi = kernel;
+  if (start < lo_pos) lo = (lo_pos - start + dil - 1) / dil;
+  if (start + (kernel - 1) * dil >= hi_pos) hi = hi_pos - 1 < start ? 0 : (hi_pos - 1 - start) / dil + 1;
+  if (hi < lo) hi = lo;
+  return {lo, hi};
+}
+
+// Calls visit(x_plane, start[3], valid tap ranges[3]) -> float for every output element; bounds are
+// resolved per axis once, so the tap loops carry no checks.
+template <class T, class Visit>
+void pool_windows(const PoolShape& s, const T* x, T* y, Visit&& visit) {
+  const int64_t in_sz = s.in[0] * s.in[1] * s.in[2], out_sz = s.out[0] * s.out[1] * s.out[2];
+#pragma omp parallel for schedule(static) if (s.n * s.c * out_sz * s.kernel[0] * s.kernel[1] * s.kernel[2] > kParallelWork)
+  for (int64_t nc = 0; nc < s.n * s.c; ++nc) {
+    const T* xi = x + nc * in_sz;
+    T* yo = y + nc * out_sz;
+    for (int64_t o0 = 0; o0 < s.out[0]; ++o0) {
+      const int64_t st0 = o0 * s.stride[0] - s.pad_begin[0];
+      const TapRange r0 = taps_within(st0, s.kernel[0], s.dilation[0], 0, s.in[0]);
+      for (int64_t o1 = 0; o1 < s.out[1]; ++o1) {
+        const int64_t st1 = o1 * s.stride[1] - s.pad_begin[1];
+        const TapRange r1 = taps_within(st1, s.kernel[1], s.dilation[1], 0, s.in[1]);
+        for (int64_t o2 = 0; o2 < s.out[2]; ++o2) {
+          const int64_t st2 = o2 * s.stride[2] - s.pad_begin[2];
+          const TapRange r2 = taps_within(st2, s.kernel[2], s.dilation[2], 0, s.in[2]);
+          const int64_t start[3] = {st0, st1, st2};
+          const TapRange ranges[3] = {r0, r1, r2};
+          store_f(yo, (o0 * s.out[1] + o1) * s.out[2] + o2, visit(xi, start, ranges));
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+void max_pool(DT dt, const PoolShape& s, const void* xv, void* yv) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    pool_windows<T>(s, static_cast<const T*>(xv), static_cast<T*>(yv), [&](const T* xi, const int64_t* st, const TapRange* r) {
+      float m = -INFINITY;
+      bool nan = false;
+      for (int64_t k0 = r[0].lo; k0 < r[0].hi; ++k0) {
+        const int64_t i0 = st[0] + k0 * s.dilation[0];
+        for (int64_t k1 = r[1].lo; k1 < r[1].hi; ++k1) {
+          const T* row = xi + (i0 * s.in[1] + st[1] + k1 * s.dilation[1]) * s.in[2] + st[2];
+          for (int64_t k2 = r[2].lo; k2 < r[2].hi; ++k2) {
+            const float v = load_f(row, k2 * s.dilation[2]);
+            nan |= v != v;
+            m = v > m ? v : m;
+          }
+        }
+      }
+      return nan ? NAN : m;
+    });
+  });
+}
+
+void avg_pool(DT dt, const PoolShape& s, bool count_include_pad, const void* xv, void* yv) {
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    pool_windows<T>(s, static_cast<const T*>(xv), static_cast<T*>(yv), [&](const T* xi, const int64_t* st, const TapRange* r) {
+      float sum = 0.f;
+      for (int64_t k0 = r[0].lo; k0 < r[0].hi; ++k0) {
+        const int64_t i0 = st[0] + k0 * s.dilation[0];
+        for (int64_t k1 = r[1].lo; k1 < r[1].hi; ++k1) {
+          const T* row = xi + (i0 * s.in[1] + st[1] + k1 * s.dilation[1]) * s.in[2] + st[2];
+          for (int64_t k2 = r[2].lo; k2 < r[2].hi; ++k2) sum += load_f(row, k2 * s.dilation[2]);
+        }
+      }
+      int64_t count = 1;
+      for (int a = 0; a < 3; ++a) {
+        // count_include_pad counts taps inside [-pad_begin, in + pad_end) (never those beyond the pads
+        // that ceil_mode adds); otherwise only taps inside the input
+        const TapRange c = count_include_pad
+            ? taps_within(st[a], s.kernel[a], s.dilation[a], -s.pad_begin[a], s.in[a] + s.pad_end[a]) : r[a];
+        count *= c.hi - c.lo;
+      }
+      return count > 0 ? sum / float(count) : 0.f;
+    });
+  });
+}
+
+// ---- transposed convolution ------------------------------------------------------------------------------
+void conv_transpose_f32(const ConvTransposeShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const int64_t cg = s.c / s.groups, mg = s.m / s.groups;
+  const int64_t in_sz = s.in[0] * s.in[1] * s.in[2], out_sz = s.out[0] * s.out[1] * s.out[2];
+  const int64_t k_sz = s.kernel[0] * s.kernel[1] * s.kernel[2];
+#pragma omp parallel for schedule(static) if (s.n * s.m * out_sz * cg * k_sz > kParallelWork)
+  for (int64_t nm = 0; nm < s.n * s.m; ++nm) {
+    const int64_t b = nm / s.m, oc = nm % s.m, g = oc / mg, ocg = oc % mg;
+    float* yo = y + nm * out_sz;
+    for (int64_t o0 = 0; o0 < s.out[0]; ++o0)
+      for (int64_t o1 = 0; o1 < s.out[1]; ++o1)
+        for (int64_t o2 = 0; o2 < s.out[2]; ++o2) {
+          const int64_t o[3] = {o0, o1, o2};
+          double acc = bias ? bias[oc] : 0.0;
+          for (int64_t k0 = 0; k0 < s.kernel[0]; ++k0) {
+            const int64_t f0 = o[0] + s.pad_begin[0] - k0 * s.dilation[0];
+            if (f0 < 0 || f0 % s.stride[0]) continue;
+            const int64_t i0 = f0 / s.stride[0];
+            if (i0 >= s.in[0]) continue;
+            for (int64_t k1 = 0; k1 < s.kernel[1]; ++k1) {
+              const int64_t f1 = o[1] + s.pad_begin[1] - k1 * s.dilation[1];
+              if (f1 < 0 || f1 % s.stride[1]) continue;
+              const int64_t i1 = f1 / s.stride[1];
+              if (i1 >= s.in[1]) continue;
+              for (int64_t k2 = 0; k2 < s.kernel[2]; ++k2) {
+                const int64_t f2 = o[2] + s.pad_begin[2] - k2 * s.dilation[2];
+                if (f2 < 0 || f2 % s.stride[2]) continue;
+                const int64_t i2 = f2 / s.stride[2];
+                if (i2 >= s.in[2]) continue;
+                const int64_t pix = (i0 * s.in[1] + i1) * s.in[2] + i2, tap = (k0 * s.kernel[1] + k1) * s.kernel[2] + k2;
+                for (int64_t ci = 0; ci < cg; ++ci) {
+                  const int64_t c = g * cg + ci;
+                  acc += double(x[(b * s.c + c) * in_sz + pix]) * double(w[(c * mg + ocg) * k_sz + tap]);
+                }
+              }
+            }
+          }
+          yo[(o0 * s.out[1] + o1) * s.out[2] + o2] = float(acc);
+        }
+  }
+}
+
+// ---- indexing ---------------------------------------------------------------------------------------------
+static inline int64_t load_index(DT dt, const void* p, int64_t i) {
+  return dt == DT::I32 ? int64_t(static_cast<const int32_t*>(p)[i]) : static_cast<const int64_t*>(p)[i];
+}
+
+int gather(int elem_size, int64_t outer, int64_t axis_len, int64_t inner, const void* data, DT index_dt,
+           const void* indices, int64_t n_idx, void* out) {
+  for (int64_t j = 0; j < n_idx; ++j) {
+    const int64_t ix = load_index(index_dt, indices, j);
+    if (ix < -axis_len || ix >= axis_len) {
+      char msg[160];
+      std::snprintf(msg, sizeof msg, "Gather: index %lld is out of range for an axis of size %lld",
+                    (long long)ix, (long long)axis_len);
+      accelc_internal_set_error(msg);
+      return 4;
+    }
+  }
+  const char* src = static_cast<const char*>(data);
+  char* dst = static_cast<char*>(out);
+  const int64_t row = inner * elem_size;
+#pragma omp parallel for schedule(static) if (outer * n_idx * inner > kParallelWork)
+  for (int64_t oj = 0; oj < outer * n_idx; ++oj) {
+    const int64_t o = oj / n_idx, j = oj % n_idx;
+    int64_t ix = load_index(index_dt, indices, j);
+    if (ix < 0) ix += axis_len;
+    std::memcpy(dst + oj * row, src + (o * axis_len + ix) * row, size_t(row));
+  }
+  return 0;
+}
+
+int gather_elements(int elem_size, int rank, const int64_t* dims, const int64_t* data_dims, int axis, const void* data,
+                    DT index_dt, const void* indices, void* out) {
+  int64_t total = 1, strides[16];
+  for (int d = 0; d < rank; ++d) total *= dims[d];
+  int64_t st = 1;
+  for (int d = rank - 1; d >= 0; --d) { strides[d] = st; st *= data_dims[d]; }
+  const int64_t axis_len = data_dims[axis];
+  int bad = 0;
+  int64_t bad_value = 0;
+  const char* src = static_cast<const char*>(data);
+  char* dst = static_cast<char*>(out);
+#pragma omp parallel for schedule(static) if (total > kParallelWork)
+  for (int64_t e = 0; e < total; ++e) {
+    int64_t rem = e, off = 0;
+    for (int d = rank - 1; d >= 0; --d) {
+      const int64_t i = rem % dims[d];
+      rem /= dims[d];
+      if (d == axis) {
+        int64_t ix = load_index(index_dt, indices, e);
+        if (ix < -axis_len || ix >= axis_len) {
+#pragma omp atomic write
+          bad = 1;
+          bad_value = ix;
+          ix = 0;
+        }
+        off += (ix < 0 ? ix + axis_len : ix) * strides[d];
+      } else {
+        off += i * strides[d];
+      }
+    }
+    std::memcpy(dst + e * elem_size, src + off * elem_size, size_t(elem_size));
+  }
+  if (bad) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "GatherElements: index %lld is out of range for an axis of size %lld",
+                  (long long)bad_value, (long long)axis_len);
+    accelc_internal_set_error(msg);
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace ACCELC_NS

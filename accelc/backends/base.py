@@ -15,6 +15,8 @@ class BackendOptions:
     cache_dir: str | None = None   # None: ~/.cache/accelc (or $XDG_CACHE_HOME/accelc)
     debug: bool = False
     verbose: bool = False
+    allow_tf32: bool = False       # CUDA: fp32 GEMMs may use TF32 tensor cores (10-bit mantissa products)
+    cutlass_dir: str | None = None # CUDA: CUTLASS include root; None: the nvidia-cutlass package
 
 
 @dataclass
@@ -43,5 +45,8 @@ def get_backend(name: str) -> Backend:
     if name == "cpu_amx":
         from .cpu_amx import CpuAmxBackend
         return CpuAmxBackend()
+    if name == "cuda":
+        from .cuda import CudaBackend
+        return CudaBackend()
     raise BackendError(f"the '{name}' backend is not available in this version of accelc; "
-                       f"use a CPU target (spr, emr, gnr, host)")
+                       f"use a CPU target (spr, emr, gnr, host) or a CUDA target (a100, h100, ...)")

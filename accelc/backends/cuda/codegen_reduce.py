@@ -1,0 +1,342 @@
+"""Row lowerings of the CUDA backend: reductions, Softmax/LogSoftmax, LayerNormalization,
+InstanceNormalization, global and windowed pooling.
+
+Every reduction is viewed as ``[outer, R, inner]`` (R = the reduced extent, which must be one run of
+adjacent axes). With ``inner == 1`` a block reduces one row (warp shuffles, then one shared-memory round,
+``accelc::block_reduce``) so R is read coalesced; otherwise one thread owns one (outer, inner) pair
+and walks R, which keeps neighbouring threads on neighbouring addresses. Sums accumulate in fp32 whatever
+the storage type, as the numerics contract requires.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir import DType, Graph, Node
+from ..cpu_amx.emitter import c_float
+from .lowering import FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
+
+_REDUCE = {  # op: (init, accumulate(acc, x), combine kind, finalize(acc, R))
+    "ReduceSum": ("0.0f", "acc += x", "Sum", "acc"),
+    "ReduceMean": ("0.0f", "acc += x", "Sum", "acc / float({R})"),
+    "ReduceMax": ("-CUDART_INF_F", "acc = fmaxf(acc, x)", "Max", "acc"),
+    "ReduceMin": ("CUDART_INF_F", "acc = fminf(acc, x)", "Min", "acc"),
+    "ReduceProd": ("1.0f", "acc *= x", "Prod", "acc"),
+    "ReduceL1": ("0.0f", "acc += fabsf(x)", "Sum", "acc"),
+    "ReduceL2": ("0.0f", "acc += x * x", "Sum", "sqrtf(acc)"),
+    "ReduceSumSquare": ("0.0f", "acc += x * x", "Sum", "acc"),
+    "ReduceLogSumExp": ("0.0f", "acc += __expf(x - mx)", "Sum", "logf(acc) + mx"),
+}
+
+
+def _threads(r: int) -> int:
+    return 256 if r >= 2048 else 128 if r >= 256 else 64 if r >= 64 else 32
+
+
+def _rows(shape, first: int, last: int) -> tuple[int, int, int]:
+    outer = int(np.prod(shape[:first], dtype=np.int64))
+    r = int(np.prod(shape[first:last + 1], dtype=np.int64))
+    inner = int(np.prod(shape[last + 1:], dtype=np.int64))
+    return outer, r, inner
+
+
+def _reduce_axes(graph: Graph, node: Node) -> list[int]:
+    rank = len(graph.types[node.inputs[0]].shape)
+    axes = node.attrs.axes
+    return sorted(range(rank)) if axes is None else sorted(a % rank for a in axes)
+
+
+def _check_reduce(graph: Graph, node: Node) -> str | None:
+    if graph.types[node.inputs[0]].dtype not in FLOATS:
+        return f"{node.op} on {graph.types[node.inputs[0]].dtype.short} is not supported on CUDA (float inputs only)"
+    axes = _reduce_axes(graph, node)
+    if axes and axes != list(range(axes[0], axes[-1] + 1)):
+        shape = graph.types[node.inputs[0]].shape
+        if any(shape[a] != 1 for a in range(axes[0], axes[-1] + 1) if a not in axes):
+            return f"{node.op} over non-adjacent axes {axes} is not supported on CUDA (transpose first)"
+    return None
+
+
+def _emit_row_reduce(ctx: LowerCtx, node: Node, x: str, out: str, outer: int, r: int, inner: int,
+                     init: str, acc_stmt: str, kind: str, final: str, needs_max: bool) -> None:
+    name = ctx.kernel_name()
+    k = ctx.kernels
+    dt, odt = ctx.dtype(x), ctx.dtype(out)
+    final = final.format(R=r)
+    k.comment(f"{node.op} '{node.name}': [{outer}, {r}, {inner}] -> [{outer}, {inner}]")
+    sig = f"const {storage(dt)}* __restrict__ in, {storage(odt)}* __restrict__ out"
+    if inner == 1:
+        threads = _threads(r)
+        with k.block(f"__global__ void __launch_bounds__({threads}) {name}({sig})"):
+            k.line("__shared__ float red[32];")
+            k.line(f"const {storage(dt)}* row = in + (long long)blockIdx.x * {r};")
+            if needs_max:
+                k.line("float mx = -CUDART_INF_F;")
+                k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) mx = fmaxf(mx, {load_expr(dt, 'row[j]')});")
+                k.line("mx = accelc::block_reduce<accelc::Red::Max>(mx, red);")
+            k.line(f"float acc = {init};")
+            with k.block(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x)"):
+                k.line(f"const float x = {load_expr(dt, 'row[j]')};")
+                k.line(f"{acc_stmt};")
+            k.line(f"acc = accelc::block_reduce<accelc::Red::{kind}>(acc, red);")
+            k.line(f"if (threadIdx.x == 0) out[blockIdx.x] = {store_expr(odt, final)};")
+        k.blank()
+        ctx.launch(name, str(outer), str(threads), [ctx.ptr(x), ctx.ptr(out)])
+        return
+    n = outer * inner
+    with k.block(f"__global__ void __launch_bounds__(256) {name}({sig})"):
+        with k.block(f"for (long long t = blockIdx.x * 256LL + threadIdx.x; t < {n}LL; t += gridDim.x * 256LL)"):
+            k.line(f"const {storage(dt)}* p = in + (t / {inner}) * {r}LL * {inner} + t % {inner};")
+            if needs_max:
+                k.line("float mx = -CUDART_INF_F;")
+                k.line(f"for (int j = 0; j < {r}; ++j) mx = fmaxf(mx, {load_expr(dt, f'p[(long long)j * {inner}]')});")
+            k.line(f"float acc = {init};")
+            with k.block(f"for (int j = 0; j < {r}; ++j)"):
+                k.line(f"const float x = {load_expr(dt, f'p[(long long)j * {inner}]')};")
+                k.line(f"{acc_stmt};")
+            k.line(f"out[t] = {store_expr(odt, final)};")
+    k.blank()
+    ctx.launch(name, str(max(1, min(-(-n // 256), 65535 * 8))), "256", [ctx.ptr(x), ctx.ptr(out)])
+
+
+@lowering(*_REDUCE, check=_check_reduce)
+def lower_reduce(ctx: LowerCtx, node: Node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    shape = ctx.shape(x)
+    axes = _reduce_axes(ctx.graph, node)
+    if not axes:   # axes=() reduces nothing: a copy through the finalizer is not what ONNX means; plain copy
+        from .codegen_elementwise import alias_or_copy
+        alias_or_copy(ctx, out, x, f"{node.op} '{node.name}' over no axes")
+        return
+    outer, r, inner = _rows(shape, axes[0], axes[-1])
+    init, acc, kind, final = _REDUCE[node.op]
+    _emit_row_reduce(ctx, node, x, out, outer, r, inner, init, acc, kind, final, node.op == "ReduceLogSumExp")
+
+
+@lowering("GlobalAveragePool", "GlobalMaxPool", check=lambda g, n: None if g.types[n.inputs[0]].dtype in FLOATS
+          else "global pooling needs a float input")
+def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    shape = ctx.shape(x)
+    outer, r, inner = _rows(shape, 2, len(shape) - 1)
+    init, acc, kind, final = _REDUCE["ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"]
+    _emit_row_reduce(ctx, node, x, out, outer, r, inner, init, acc, kind, final, False)
+
+
+# ---- ArgMax / ArgMin -------------------------------------------------------------------------------------
+@lowering("ArgMax", "ArgMin", check=lambda g, n: None if g.types[n.inputs[0]].dtype in FLOATS
+          else f"{n.op} needs a float input on CUDA")
+def lower_arg(ctx: LowerCtx, node: Node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    shape = ctx.shape(x)
+    axis = node.attrs.axis % len(shape)
+    outer, r, inner = _rows(shape, axis, axis)
+    n = outer * inner
+    cmp = ">" if node.op == "ArgMax" else "<"
+    cmp = cmp + "=" if node.attrs.select_last_index else cmp
+    name = ctx.kernel_name()
+    k = ctx.kernels
+    dt = ctx.dtype(x)
+    k.comment(f"{node.op} '{node.name}' along axis {axis}: one thread per output")
+    with k.block(f"__global__ void __launch_bounds__(256) {name}(const {storage(dt)}* __restrict__ in, "
+                 f"{storage(ctx.dtype(out))}* __restrict__ out)"):
+        with k.block(f"for (long long t = blockIdx.x * 256LL + threadIdx.x; t < {n}LL; t += gridDim.x * 256LL)"):
+            k.line(f"const {storage(dt)}* p = in + (t / {inner}) * {r}LL * {inner} + t % {inner};")
+            k.line(f"float best = {load_expr(dt, 'p[0]')}; long long at = 0;")
+            with k.block(f"for (int j = 1; j < {r}; ++j)"):
+                k.line(f"const float v = {load_expr(dt, f'p[(long long)j * {inner}]')};")
+                k.line(f"if (v {cmp} best || (isnan(v) && !isnan(best))) {{ best = v; at = j; }}")
+            k.line(f"out[t] = {storage(ctx.dtype(out))}(at);")
+    k.blank()
+    ctx.launch(name, str(max(1, min(-(-n // 256), 65535 * 8))), "256", [ctx.ptr(x), ctx.ptr(out)])
+
+
+# ---- Softmax / LogSoftmax -----------------------------------------------------------------------------
+@lowering("Softmax", "LogSoftmax", check=lambda g, n: None if g.types[n.inputs[0]].dtype in FLOATS
+          else f"{n.op} needs a float input")
+def lower_softmax(ctx: LowerCtx, node: Node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    shape = ctx.shape(x)
+    axis = node.attrs.axis % len(shape)
+    outer, r, inner = _rows(shape, axis, axis)
+    dt, odt = ctx.dtype(x), ctx.dtype(out)
+    log = node.op == "LogSoftmax"
+    result = "(v - mx - logf(sum))" if log else "(__expf(v - mx) * inv)"
+    name = ctx.kernel_name()
+    k = ctx.kernels
+    sig = f"const {storage(dt)}* __restrict__ in, {storage(odt)}* __restrict__ out"
+    k.comment(f"{node.op} '{node.name}': rows [{outer}, {r}, {inner}], max-subtracted, fp32 sums")
+    if inner == 1:
+        threads = _threads(r)
+        with k.block(f"__global__ void __launch_bounds__({threads}) {name}({sig})"):
+            k.line("__shared__ float red[32];")
+            k.line(f"const long long base = (long long)blockIdx.x * {r};")
+            k.line("float mx = -CUDART_INF_F;")
+            k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) mx = fmaxf(mx, {load_expr(dt, 'in[base + j]')});")
+            k.line("mx = accelc::block_reduce<accelc::Red::Max>(mx, red);")
+            k.line("float sum = 0.0f;")
+            k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) sum += __expf({load_expr(dt, 'in[base + j]')} - mx);")
+            k.line("sum = accelc::block_reduce<accelc::Red::Sum>(sum, red);")
+            k.line("const float inv = 1.0f / sum; (void)inv;")
+            with k.block(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x)"):
+                k.line(f"const float v = {load_expr(dt, 'in[base + j]')};")
+                k.line(f"out[base + j] = {store_expr(odt, result)};")
+        k.blank()
+        ctx.launch(name, str(outer), str(threads), [ctx.ptr(x), ctx.ptr(out)])
+        return
+    n = outer * inner
+    with k.block(f"__global__ void __launch_bounds__(256) {name}({sig})"):
+        with k.block(f"for (long long t = blockIdx.x * 256LL + threadIdx.x; t < {n}LL; t += gridDim.x * 256LL)"):
+            k.line(f"const long long base = (t / {inner}) * {r}LL * {inner} + t % {inner};")
+            k.line("float mx = -CUDART_INF_F, sum = 0.0f;")
+            k.line(f"for (int j = 0; j < {r}; ++j) mx = fmaxf(mx, {load_expr(dt, f'in[base + (long long)j * {inner}]')});")
+            k.line(f"for (int j = 0; j < {r}; ++j) sum += __expf({load_expr(dt, f'in[base + (long long)j * {inner}]')} - mx);")
+            k.line("const float inv = 1.0f / sum; (void)inv;")
+            with k.block(f"for (int j = 0; j < {r}; ++j)"):
+                k.line(f"const float v = {load_expr(dt, f'in[base + (long long)j * {inner}]')};")
+                k.line(f"out[base + (long long)j * {inner}] = {store_expr(odt, result)};")
+    k.blank()
+    ctx.launch(name, str(max(1, min(-(-n // 256), 65535 * 8))), "256", [ctx.ptr(x), ctx.ptr(out)])
+
+
+# ---- LayerNormalization / InstanceNormalization ----------------------------------------------------------
+def _check_layernorm(graph: Graph, node: Node) -> str | None:
+    if graph.types[node.inputs[0]].dtype not in FLOATS:
+        return f"{node.op} needs a float input"
+    if len([o for o in node.outputs if o]) > 1 and any(graph.types.get(o) for o in node.outputs[1:]):
+        pass
+    for i in node.inputs[1:]:
+        if i and i not in graph.constants:
+            shape = graph.types[node.inputs[0]].shape
+            rank = len(shape)
+            axis = node.attrs.axis % rank if node.op == "LayerNormalization" else 2
+            if tuple(graph.types[i].shape) != tuple(shape[axis:]) and node.op == "LayerNormalization":
+                return "a non-constant LayerNormalization scale/bias must have the normalized shape exactly"
+    return None
+
+
+def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_row: bool) -> None:
+    """y = (x - mean) / sqrt(var + eps) * scale + bias over rows of length r; scale/bias indexed per
+    column (LayerNorm) or per row modulo ``channels`` (InstanceNorm). Two-pass mean/variance in fp32."""
+    x, out = node.inputs[0], node.outputs[0]
+    dt, odt = ctx.dtype(x), ctx.dtype(out)
+    scale = node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    n_param = channels if per_row else r
+
+    def param(value: str | None) -> tuple[str, DType] | None:
+        if value is None:
+            return None
+        if ctx.is_const(value):
+            arr = np.broadcast_to(ctx.const(value).astype(np.float32), ctx.shape(value)).reshape(-1)
+            if arr.size != n_param:
+                arr = np.broadcast_to(ctx.const(value).astype(np.float32).reshape(
+                    ctx.shape(value)), ctx.shape(x)[len(ctx.shape(x)) - len(ctx.shape(value)):]).reshape(-1)
+            return ctx.weight(np.ascontiguousarray(arr, np.float32), "float"), DType.float32
+        return ctx.ptr(value), ctx.dtype(value)
+
+    sp, bp = param(scale), param(bias)
+    eps = c_float(node.attrs.epsilon)
+    threads = _threads(r)
+    name = ctx.kernel_name()
+    k = ctx.kernels
+    k.comment(f"{node.op} '{node.name}': {rows} rows of {r}, eps {node.attrs.epsilon}")
+    params = [f"const {storage(dt)}* __restrict__ in", f"const {storage(sp[1])}* __restrict__ scale"]
+    if bp:
+        params.append(f"const {storage(bp[1])}* __restrict__ bias")
+    params.append(f"{storage(odt)}* __restrict__ out")
+    with k.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
+        k.line("__shared__ float red[32];")
+        k.line(f"const long long base = (long long)blockIdx.x * {r};")
+        k.line("float s = 0.0f;")
+        k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) s += {load_expr(dt, 'in[base + j]')};")
+        k.line(f"const float mean = accelc::block_reduce<accelc::Red::Sum>(s, red) / float({r});")
+        k.line("float q = 0.0f;")
+        k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) {{ const float d = {load_expr(dt, 'in[base + j]')} - mean; q += d * d; }}")
+        k.line(f"const float rstd = rsqrtf(accelc::block_reduce<accelc::Red::Sum>(q, red) / float({r}) + {eps});")
+        if per_row:
+            k.line(f"const int c = blockIdx.x % {channels};")
+        with k.block(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x)"):
+            pi = "c" if per_row else "j"
+            y = f"({load_expr(dt, 'in[base + j]')} - mean) * rstd * {load_expr(sp[1], f'scale[{pi}]')}"
+            if bp:
+                y += f" + {load_expr(bp[1], f'bias[{pi}]')}"
+            k.line(f"out[base + j] = {store_expr(odt, y)};")
+    k.blank()
+    args = [ctx.ptr(x), sp[0]] + ([bp[0]] if bp else []) + [ctx.ptr(out)]
+    ctx.launch(name, str(rows), str(threads), args)
+
+
+@lowering("LayerNormalization", check=_check_layernorm)
+def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
+    shape = ctx.shape(node.inputs[0])
+    axis = node.attrs.axis % len(shape)
+    outer, r, _ = _rows(shape, axis, len(shape) - 1)
+    _emit_norm(ctx, node, outer, r, 1, False)
+
+
+@lowering("InstanceNormalization", check=_check_layernorm)
+def lower_instancenorm(ctx: LowerCtx, node: Node) -> None:
+    shape = ctx.shape(node.inputs[0])
+    rows, r, _ = _rows(shape, 2, len(shape) - 1)
+    _emit_norm(ctx, node, rows, r, shape[1], True)
+
+
+# ---- MaxPool / AveragePool (1-D and 2-D, NCHW) -------------------------------------------------------------
+def _check_pool(graph: Graph, node: Node) -> str | None:
+    t = graph.types[node.inputs[0]]
+    if t.dtype not in FLOATS:
+        return f"{node.op} needs a float input"
+    if len(t.shape) not in (3, 4):
+        return f"{node.op} over {len(t.shape) - 2} spatial dims is not supported on CUDA (1-D and 2-D only)"
+    if len(node.outputs) > 1 and node.outputs[1]:
+        return "MaxPool's Indices output is not supported on CUDA"
+    return None
+
+
+@lowering("MaxPool", "AveragePool", check=_check_pool)
+def lower_pool(ctx: LowerCtx, node: Node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    xs, os_ = ctx.shape(x), ctx.shape(out)
+    a = node.attrs
+    two_d = len(xs) == 4
+    H, W = (xs[2], xs[3]) if two_d else (1, xs[2])
+    OH, OW = (os_[2], os_[3]) if two_d else (1, os_[2])
+    kh, kw = (a.kernel_shape if two_d else (1, a.kernel_shape[0]))
+    sh, sw = (a.strides or (1,) * (2 if two_d else 1)) if two_d else (1, (a.strides or (1,))[0])
+    dh, dw = (a.dilations or (1, 1)) if two_d else (1, (a.dilations or (1,))[0])
+    pads = a.pads or (0,) * (4 if two_d else 2)
+    ph, pw = (pads[0], pads[1]) if two_d else (0, pads[0])
+    ph_end, pw_end = (pads[2], pads[3]) if two_d else (0, pads[1])
+    is_max = node.op == "MaxPool"
+    n = int(np.prod(os_, dtype=np.int64))
+    dt = ctx.dtype(x)
+    name = ctx.kernel_name()
+    k = ctx.kernels
+    k.comment(f"{node.op} '{node.name}': kernel {kh}x{kw}, stride {sh}x{sw}, pads ({ph},{pw})..({ph_end},{pw_end})")
+    with k.block(f"__global__ void __launch_bounds__(256) {name}(const {storage(dt)}* __restrict__ in, "
+                 f"{storage(dt)}* __restrict__ out)"):
+        with k.block(f"for (long long t = blockIdx.x * 256LL + threadIdx.x; t < {n}LL; t += gridDim.x * 256LL)"):
+            k.line(f"const int ow = t % {OW}, oh = (t / {OW}) % {OH};")
+            k.line(f"const {storage(dt)}* p = in + (t / ({OW}LL * {OH})) * {H * W}LL;")
+            k.line("float acc = -CUDART_INF_F;" if is_max else "float acc = 0.0f; int cnt = 0;")
+            with k.block(f"for (int i = 0; i < {kh}; ++i)"):
+                k.line(f"const int h = oh * {sh} - {ph} + i * {dh};")
+                k.line(f"if (h < 0 || h >= {H}) continue;")
+                with k.block(f"for (int j = 0; j < {kw}; ++j)"):
+                    k.line(f"const int w = ow * {sw} - {pw} + j * {dw};")
+                    k.line(f"if (w < 0 || w >= {W}) continue;")
+                    k.line(f"const float v = {load_expr(dt, 'p[h * ' + str(W) + ' + w]')};")
+                    k.line("acc = fmaxf(acc, v);" if is_max else "acc += v; ++cnt;")
+            if is_max:
+                k.line(f"out[t] = {store_expr(dt, 'acc')};")
+            elif a.count_include_pad:
+                # the window clipped to the padded input (ceil_mode windows may run past it)
+                k.line(f"const int h0 = oh * {sh} - {ph}, w0 = ow * {sw} - {pw};")
+                k.line(f"const int h1 = min(h0 + {(kh - 1) * dh + 1}, {H + ph_end}), "
+                       f"w1 = min(w0 + {(kw - 1) * dw + 1}, {W + pw_end});")
+                k.line(f"const int size = ((h1 - h0 + {dh - 1}) / {dh}) * ((w1 - w0 + {dw - 1}) / {dw});")
+                k.line(f"out[t] = {store_expr(dt, 'acc / float(size)')};")
+            else:
+                k.line(f"out[t] = {store_expr(dt, 'cnt ? acc / float(cnt) : 0.0f')};")
+    k.blank()
+    ctx.launch(name, str(max(1, min(-(-n // 256), 65535 * 8))), "256", [ctx.ptr(x), ctx.ptr(out)])

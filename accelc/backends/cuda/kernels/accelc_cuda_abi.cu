@@ -1,0 +1,249 @@
+// accelc CUDA runtime: the C ABI of a built model library (ABI version 1, see include/accelc_model.h).
+//
+// The same entry points as the CPU library, so the generic runtime loads either; `variants` are the
+// SM architectures compiled into the fatbin instead of ISA variants. The library links cudart
+// statically and needs only the NVIDIA driver. A model owns: the weights (uploaded once), ONE device
+// arena planned at compile time (graph inputs, outputs, intermediates and kernel scratch at fixed
+// offsets), a stream, and a CUDA graph of the whole forward captured at the second run and replayed
+// afterwards (the first run executes eagerly so that errors are reported at their kernel).
+//
+// Return codes: 0 ok, 1 no usable GPU / the GPU cannot run this fatbin, 2 weights mismatch, 3 out of
+// memory, 4 invalid argument, 5 a CUDA error while running (message names it).
+#include <cuda_runtime.h>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "accelc_model_config.h"
+
+#define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace accelc_generated {
+// Generated (accelc_model.cu): launches every kernel of the forward on `stream`.
+cudaError_t forward(unsigned char* arena, const unsigned char* weights, cudaStream_t stream);
+extern const char* g_failed_node;   // the node whose kernel or GEMM failed last
+}
+
+namespace {
+
+thread_local char g_last_error[512] = "";
+
+int fail(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+int fail(int code, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+// Compiled with the model's -gencode list: whether the device can load it tells us whether the fatbin
+// holds SASS or PTX this GPU runs.
+__global__ void accelc_probe_kernel(int* p) { if (p) *p = 1; }
+
+uint64_t weights_checksum(const unsigned char* p, size_t n) {
+  uint64_t h = 0;
+  const size_t words = (n + 7) / 8;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w = 0;
+    std::memcpy(&w, p + i * 8, i * 8 + 8 <= n ? 8 : n - i * 8);
+    h += (w ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull;
+  }
+  return h ^ uint64_t(n);
+}
+
+// The architecture of the fatbin this device runs, or nullptr with `why` filled in.
+const char* pick_arch(int device, char* why, size_t cap) {
+  cudaDeviceProp prop;
+  cudaError_t e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) {
+    std::snprintf(why, cap, "cannot query GPU %d: %s", device, cudaGetErrorString(e));
+    return nullptr;
+  }
+  const int cc = prop.major * 10 + prop.minor;
+  for (int i = 0; i < kAccelcNumArchs; ++i) {
+    const AccelcArch& a = kAccelcArchs[i];
+    if (a.exact ? cc == a.cc : cc >= a.cc) return a.name;
+  }
+  std::snprintf(why, cap, "GPU %d (%s) has compute capability %d.%d, the model was built for %s; recompile "
+                "for a target matching this GPU", device, prop.name, prop.major, prop.minor, kAccelcArchList);
+  return nullptr;
+}
+
+}  // namespace
+
+struct accelc_model {
+  const char* arch;
+  int device;
+  unsigned char* weights;      // device
+  unsigned char* arena;        // device
+  cudaStream_t stream;
+  cudaGraphExec_t graph;
+  long long runs;
+};
+
+ACCELC_EXPORT int accelc_abi_version(void) { return 1; }
+ACCELC_EXPORT const char* accelc_signature_json(void) { return kAccelcSignatureJson; }
+ACCELC_EXPORT const char* accelc_variants(void) { return kAccelcArchList; }
+ACCELC_EXPORT const char* accelc_last_error(void) { return g_last_error; }
+ACCELC_EXPORT const char* accelc_model_variant(const accelc_model* m) { return m ? m->arch : nullptr; }
+
+ACCELC_EXPORT const char* accelc_select_variant(void) {
+  int count = 0, device = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) { cudaGetLastError(); return nullptr; }
+  if (cudaGetDevice(&device) != cudaSuccess) return nullptr;
+  char why[256];
+  return pick_arch(device, why, sizeof why);
+}
+
+ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
+  if (!m) return;
+  if (m->graph) cudaGraphExecDestroy(m->graph);
+  if (m->stream) cudaStreamDestroy(m->stream);
+  cudaFree(m->weights);
+  cudaFree(m->arena);
+  delete m;
+}
+
+ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int /*num_threads: unused on GPU*/,
+                                accelc_model** out) {
+  if (!out) return fail(4, "accelc_create: out is NULL");
+  *out = nullptr;
+  if (weights_size != kAccelcWeightsBytes)
+    return fail(2, "weights size mismatch: %zu bytes given, the model needs %llu (use the weights.bin built "
+                "with this library)", weights_size, (unsigned long long)kAccelcWeightsBytes);
+  if (weights_size && !weights) return fail(4, "accelc_create: weights is NULL");
+  if (weights_size && weights_checksum(static_cast<const unsigned char*>(weights), weights_size) != kAccelcWeightsChecksum)
+    return fail(2, "weights checksum mismatch: weights.bin does not belong to this library or is damaged");
+
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return fail(1, "no CUDA GPU is visible (%s); this artifact needs an NVIDIA GPU (%s) and its driver",
+                e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0", kAccelcArchList);
+  }
+  int device = 0;
+  cudaGetDevice(&device);
+  char why[320];
+  const char* arch = pick_arch(device, why, sizeof why);
+  if (!arch) return fail(1, "%s", why);
+  cudaFuncAttributes attr;
+  e = cudaFuncGetAttributes(&attr, accelc_probe_kernel);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return fail(1, "this GPU cannot load the model's code (%s); it was built for %s, recompile for this GPU",
+                cudaGetErrorString(e), kAccelcArchList);
+  }
+
+  accelc_model* m = new (std::nothrow) accelc_model{arch, device, nullptr, nullptr, nullptr, nullptr, 0};
+  if (!m) return fail(3, "out of host memory allocating the model");
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  if ((e = cudaMalloc(&m->weights, weights_size ? weights_size : 256)) != cudaSuccess ||
+      (e = cudaMalloc(&m->arena, kAccelcArenaBytes ? kAccelcArenaBytes : 256)) != cudaSuccess) {
+    cudaGetLastError();
+    accelc_destroy(m);
+    return fail(3, "out of GPU memory: the model needs %llu bytes of weights and %llu bytes of activations, "
+                "%zu of %zu bytes are free (%s)", (unsigned long long)weights_size,
+                (unsigned long long)kAccelcArenaBytes, free_b, total_b, cudaGetErrorString(e));
+  }
+  if ((e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+      (weights_size && (e = cudaMemcpy(m->weights, weights, weights_size, cudaMemcpyHostToDevice)) != cudaSuccess)) {
+    accelc_destroy(m);
+    return fail(5, "cannot set up the model on the GPU: %s", cudaGetErrorString(e));
+  }
+  *out = m;
+  return 0;
+}
+
+namespace {
+
+// Runs the forward on `stream`: eagerly the first time, then through a CUDA graph captured once.
+int forward(accelc_model* m, cudaStream_t stream) {
+  cudaError_t e;
+  if (m->runs++ == 0 || kAccelcDisableGraph) {
+    e = accelc_generated::forward(m->arena, m->weights, stream);
+    if (e != cudaSuccess)
+      return fail(5, "running the model failed at %s: %s", accelc_generated::g_failed_node, cudaGetErrorString(e));
+    return 0;
+  }
+  if (!m->graph) {
+    cudaGraph_t g = nullptr;
+    if ((e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal)) != cudaSuccess)
+      return fail(5, "cannot capture the CUDA graph: %s", cudaGetErrorString(e));
+    cudaError_t fe = accelc_generated::forward(m->arena, m->weights, stream);
+    e = cudaStreamEndCapture(stream, &g);
+    if (fe != cudaSuccess || e != cudaSuccess) {
+      if (g) cudaGraphDestroy(g);
+      return fail(5, "capturing the CUDA graph failed: %s", cudaGetErrorString(fe != cudaSuccess ? fe : e));
+    }
+    e = cudaGraphInstantiate(&m->graph, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) { m->graph = nullptr; return fail(5, "cannot instantiate the CUDA graph: %s", cudaGetErrorString(e)); }
+  }
+  if ((e = cudaGraphLaunch(m->graph, stream)) != cudaSuccess)
+    return fail(5, "launching the CUDA graph failed: %s", cudaGetErrorString(e));
+  return 0;
+}
+
+int check_ports(accelc_model* m, const void* const* inputs, void* const* outputs, const char* fn) {
+  if (!m) return fail(4, "%s: model is NULL", fn);
+  if ((kAccelcNumInputs && !inputs) || (kAccelcNumOutputs && !outputs))
+    return fail(4, "%s: inputs or outputs array is NULL", fn);
+  for (int i = 0; i < kAccelcNumInputs; ++i)
+    if (!inputs[i] && kAccelcInputBytes[i]) return fail(4, "%s: input %s is NULL", fn, kAccelcInputNames[i]);
+  for (int i = 0; i < kAccelcNumOutputs; ++i)
+    if (!outputs[i] && kAccelcOutputBytes[i]) return fail(4, "%s: output %s is NULL", fn, kAccelcOutputNames[i]);
+  return 0;
+}
+
+int copy_io(accelc_model* m, const void* const* inputs, void* const* outputs, cudaStream_t s, bool device) {
+  cudaError_t e = cudaSuccess;
+  const cudaMemcpyKind in_kind = device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  const cudaMemcpyKind out_kind = device ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
+  if (inputs) {
+    for (int i = 0; i < kAccelcNumInputs && e == cudaSuccess; ++i)
+      if (kAccelcInputBytes[i])
+        e = cudaMemcpyAsync(m->arena + kAccelcInputOffsets[i], inputs[i], kAccelcInputBytes[i], in_kind, s);
+    if (e != cudaSuccess) return fail(5, "copying the inputs to the GPU failed: %s", cudaGetErrorString(e));
+    return 0;
+  }
+  for (int i = 0; i < kAccelcNumOutputs && e == cudaSuccess; ++i)
+    if (kAccelcOutputBytes[i])
+      e = cudaMemcpyAsync(outputs[i], m->arena + kAccelcOutputOffsets[i], kAccelcOutputBytes[i], out_kind, s);
+  if (e != cudaSuccess) return fail(5, "copying the outputs from the GPU failed: %s", cudaGetErrorString(e));
+  return 0;
+}
+
+}  // namespace
+
+// Host buffers in, host buffers out; returns when the outputs are written.
+ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* const* outputs) {
+  int rc = check_ports(m, inputs, outputs, "accelc_run");
+  if (rc) return rc;
+  cudaSetDevice(m->device);
+  if ((rc = copy_io(m, inputs, nullptr, m->stream, false)) || (rc = forward(m, m->stream)) ||
+      (rc = copy_io(m, nullptr, outputs, m->stream, false)))
+    return rc;
+  cudaError_t e = cudaStreamSynchronize(m->stream);
+  if (e != cudaSuccess) return fail(5, "running the model failed: %s", cudaGetErrorString(e));
+  return 0;
+}
+
+// Device buffers in and out (e.g. from DLPack), enqueued on `stream` (NULL: the model's own stream);
+// returns without waiting. The inputs are copied device-to-device into the model's arena and the
+// outputs out of it, so the captured CUDA graph stays valid whatever pointers the caller passes.
+ACCELC_EXPORT int accelc_run_device(accelc_model* m, const void* const* d_inputs, void* const* d_outputs,
+                                    void* stream) {
+  int rc = check_ports(m, d_inputs, d_outputs, "accelc_run_device");
+  if (rc) return rc;
+  cudaSetDevice(m->device);
+  cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : m->stream;
+  if ((rc = copy_io(m, d_inputs, nullptr, s, true)) || (rc = forward(m, s)) ||
+      (rc = copy_io(m, nullptr, d_outputs, s, true)))
+    return rc;
+  return 0;
+}

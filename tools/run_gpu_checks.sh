@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# GPU checks of the CUDA backend: the gpu-marked tests, then bench/bench_cuda.py. Run from the repo root
+# on a machine with an NVIDIA GPU:   bash tools/run_gpu_checks.sh
+# Carried wheels (e.g. nvidia-cutlass for the headers) in .whl/ are installed into /tmp/site first.
+# Results go to $OUT (if set) as pytest.txt and bench.json / bench.txt. Whole run: < 9 minutes.
+set -uo pipefail
+export PYTHONPATH="${PWD}${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH="${PYTHONPATH}:/tmp/site"
+fi
+OUT_DIR="${OUT:-/tmp/accelc_gpu_checks}"
+mkdir -p "$OUT_DIR"
+export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/tmp/accelc_cache}"
+nvidia-smi -L | tee "$OUT_DIR/gpu.txt"
+echo "== gpu tests"
+timeout 300 python3 -m pytest -q -rs -m "gpu or not gpu" tests/test_backend_cuda.py -k "not compile_for_every_arch" \
+  2>&1 | tee "$OUT_DIR/pytest.txt"
+rc=${PIPESTATUS[0]}
+echo "== benchmarks"
+timeout 240 python3 bench/bench_cuda.py --out "$OUT_DIR/bench.json" 2>&1 | tee "$OUT_DIR/bench.txt"
+brc=${PIPESTATUS[0]}
+echo "tests rc=$rc bench rc=$brc; results in $OUT_DIR"
+exit $(( rc != 0 ? rc : brc ))

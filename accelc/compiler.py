@@ -154,6 +154,9 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
                       progress=(lambda name, i, n: say(f"pass {i}/{n}: {name}")) if progress and debug else None)
     say(f"passes: O{opt_level} {dtype} pipeline")
     graph, pass_log = PassManager().run(graph, ctx)
+    if not debug:   # debug mode verified after every pass; otherwise check once before code generation
+        from .ir.verify import verify
+        verify(graph)
     timings["passes"] = time.perf_counter() - t0
     changed = [e["pass"] for e in pass_log if e["changed"]]
     say(f"passes: {len(pass_log)} run, {len(changed)} changed the graph; {len(graph.nodes)} nodes "

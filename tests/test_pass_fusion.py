@@ -312,3 +312,28 @@ def test_bf16_conversion_stores_constant_weights_as_bf16_and_marks_dynamic_gemms
     assert cosine(ref, low) > 0.999
     assert not np.array_equal(ref, low)          # it really computes in bf16
     assert_no_change(convert_to_bf16, r.graph)
+
+
+def test_residual_add_of_two_convolutions_is_fused_once():
+    """ResNet's projection block: Add(conv_main, conv_shortcut) -> Relu. Both convs reach the Add; exactly one
+    of them takes it as its epilogue (the other's output becomes the residual), and the result stays valid."""
+    from accelc.ir.ops.conv import ConvAttrs
+    from accelc.passes import fuse_epilogues
+    rng = np.random.default_rng(7)
+    g = Graph()
+    x = g.add_input("x", TensorType(DType.float32, (1, 4, 5, 5)))
+    attrs = ConvAttrs(kernel_shape=(1, 1))
+    w1 = g.add_constant(rng.standard_normal((8, 4, 1, 1)).astype(np.float32))
+    w2 = g.add_constant(rng.standard_normal((8, 4, 1, 1)).astype(np.float32))
+    (main,) = g.add_node("Conv", [x, w1], attrs, name="main")
+    (short,) = g.add_node("Conv", [x, w2], attrs, name="shortcut")
+    (s,) = g.add_node("Add", [main, short])
+    (y,) = g.add_node("Relu", [s])
+    g.outputs = [y]
+    res = fuse_epilogues.run(g, PassContext())
+    verify(res.graph)
+    fused = [n for n in res.graph.nodes if n.op == "FusedConv"]
+    assert len(fused) == 2
+    assert sum(len(n.inputs) == 4 and n.attrs.activation.kind == "relu" for n in fused) == 1
+    xv = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(evaluate(res.graph, {"x": xv})[y], evaluate(g, {"x": xv})[y], rtol=1e-5, atol=1e-6)

@@ -149,10 +149,13 @@ def _activation(g: Graph, node: Node) -> Activation | None:
     return None
 
 
-def _grow(g: Graph, f: _Fusion, users: dict[str, list[Node]], outputs: set[str]) -> None:
+def _grow(g: Graph, f: _Fusion, users: dict[str, list[Node]], outputs: set[str], taken: set[int]) -> None:
+    """Absorbs the Adds and the activation that follow ``f.start``. Nodes in ``taken`` already belong to
+    another fusion (a residual Add of two convolutions is reachable from both): they are never absorbed
+    twice, or the second fusion would replace the first and consume the value the first one removed."""
     def single_user(v: str) -> Node | None:
         us = users.get(v, [])
-        return us[0] if len(us) == 1 and v not in outputs else None
+        return us[0] if len(us) == 1 and v not in outputs and id(us[0]) not in taken else None
 
     cur = f.start.outputs[0]
     while True:
@@ -164,6 +167,8 @@ def _grow(g: Graph, f: _Fusion, users: dict[str, list[Node]], outputs: set[str])
     if cur in outputs:
         return
     us = users.get(cur, [])
+    if any(id(u) in taken for u in us):
+        return
     if len(us) == 1:
         act = _activation(g, us[0]) if us[0].inputs[0] == cur else None
         if act is not None:
@@ -226,7 +231,7 @@ def _run(graph: Graph, ctx: PassContext, fuse: bool) -> PassResult:
         if f is None:
             continue
         if fuse:
-            _grow(g, f, users, outputs)
+            _grow(g, f, users, outputs, set(replaced))
         if not f.absorbed and node.op in ("FusedGemm", "FusedConv"):
             continue
         fused = _build(g, f)

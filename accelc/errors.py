@@ -14,7 +14,12 @@ class ModelLoadError(AccelcError):
     """The model file is missing, unreadable or not a valid model."""
 
 
-class UnsupportedOpError(AccelcError):
+class UnsupportedFeatureError(AccelcError):
+    """The model is valid but uses something accelc does not implement (an op, an element type such as
+    string or int2, a sequence/optional input). Distinct from ``ModelLoadError``: the file is fine."""
+
+
+class UnsupportedOpError(UnsupportedFeatureError):
     """One or more ops of a model have no accelc implementation (all of them are listed at once)."""
 
     def __init__(self, message: str, unsupported: list[tuple[str, str]] | None = None):

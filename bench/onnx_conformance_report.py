@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from accelc.errors import UnsupportedOpError  # noqa: E402
+from accelc.errors import UnsupportedFeatureError  # noqa: E402
 from accelc.onnx_backend import AccelcBackend, node_tests_with_supported_ops  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def run_case(case) -> tuple[str, str]:
             outs = rep.run(list(inputs))
             Runner.assert_similar_outputs(list(ref_outputs), list(outs), rtol=case.rtol, atol=case.atol)
         return "pass", ""
-    except UnsupportedOpError as e:
+    except UnsupportedFeatureError as e:
         return "unsupported", str(e)
     except Exception as e:  # a failure of any kind is what this report counts
         text = str(e).strip().splitlines()

@@ -773,3 +773,15 @@ def test_torch_transformer_encoder_layer_matches_onnxruntime():
                                    rtol=1e-4, atol=1e-5)
     fixed = load_onnx(model, shapes={"x": (2, 5, 32)})
     require_static_inputs(fixed)
+
+
+def test_unsupported_element_type_is_a_feature_refusal_not_a_load_error():
+    """A valid model with a string input is declined as unsupported (naming the input and the type)."""
+    from accelc.errors import UnsupportedFeatureError
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.STRING, [2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.STRING, [2])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedFeatureError, match="input 'x' has element type STRING") as err:
+        load_onnx(model)
+    assert not isinstance(err.value, ModelLoadError)

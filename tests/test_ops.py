@@ -442,6 +442,17 @@ def test_space_to_depth():
     check("SpaceToDepth", [randn(2, 3, 6, 9)], SpaceToDepthAttrs(3), "SpaceToDepth", None, {"blocksize": 3})
 
 
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_space_to_depth_is_inverted_by_depth_to_space_of_the_same_mode(mode):
+    x = randn(2, 3, 4, 6)
+    (packed,) = run_ir("SpaceToDepth", [x], SpaceToDepthAttrs(2, mode))
+    (back,) = run_ir("DepthToSpace", [packed], DepthToSpaceAttrs(2, mode))
+    np.testing.assert_array_equal(back, x)
+    other = "CRD" if mode == "DCR" else "DCR"
+    (mixed,) = run_ir("DepthToSpace", [packed], DepthToSpaceAttrs(2, other))
+    assert not np.array_equal(mixed, x)
+
+
 # ---- indexing ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("axis,idx_shape", [(0, (4,)), (1, (2, 3)), (-1, ()), (2, (5, 1))])
 def test_gather_negative_indices(axis, idx_shape):

@@ -20,7 +20,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
-from ..errors import AccelcError, ModelLoadError, ShapeError, UnsupportedOpError
+from ..errors import AccelcError, ModelLoadError, ShapeError, UnsupportedFeatureError, UnsupportedOpError
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Node
 from ..ir.types import Dim, TensorType, format_shape
@@ -285,8 +285,8 @@ def tensor_to_array(tensor: onnx.TensorProto, base_dir: str | None, label: str) 
     """A read-only array of an ONNX tensor; external data is memory-mapped when its layout allows."""
     dtype = dtype_from_onnx(tensor.data_type)
     if dtype is None:
-        raise ModelLoadError(f"{label}: tensor '{tensor.name}' has element type "
-                             f"{onnx_dtype_name(tensor.data_type)}, which accelc does not support")
+        raise UnsupportedFeatureError(f"{label}: tensor '{tensor.name}' has element type "
+                                      f"{onnx_dtype_name(tensor.data_type)}, which accelc does not support")
     if external_data_helper.uses_external_data(tensor):
         array = _external_array(tensor, dtype, base_dir, label)
     else:
@@ -354,13 +354,13 @@ def _add_inputs(graph: Graph, graph_proto: onnx.GraphProto, initializer_names: s
         if value.name in initializer_names:
             continue   # ONNX IR < 4 lists every initializer as an input too; it stays a constant
         if not value.type.HasField("tensor_type"):
-            raise ModelLoadError(f"{label}: input '{value.name}' is not a tensor (sequence/map/optional inputs "
-                                 f"are not supported)")
+            raise UnsupportedFeatureError(f"{label}: input '{value.name}' is not a tensor (sequence/map/optional "
+                                          f"inputs are not supported)")
         tt = value.type.tensor_type
         dtype = dtype_from_onnx(tt.elem_type)
         if dtype is None:
-            raise ModelLoadError(f"{label}: input '{value.name}' has element type {onnx_dtype_name(tt.elem_type)}, "
-                                 f"which accelc does not support")
+            raise UnsupportedFeatureError(f"{label}: input '{value.name}' has element type "
+                                          f"{onnx_dtype_name(tt.elem_type)}, which accelc does not support")
         if not tt.HasField("shape"):
             raise ShapeError(f"{label}: input '{value.name}' has no declared rank; give its shape with "
                              f"shapes={{'{value.name}': (...)}} / --shape {value.name}=...")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import DType, Graph, Node
+from ...ir.ops.shape import SPACE_TO_DEPTH_PERM
 from .codegen_context import LowerCtx, lowering, numel, static_shape, storage_ctype
 
 
@@ -250,8 +251,8 @@ def lower_space_to_depth(ctx: LowerCtx, node: Node) -> None:
     src, out = node.inputs[0], node.outputs[0]
     n, c, h, w = ctx.shape(src)
     b = node.attrs.blocksize
-    tables = _blocks_tables(None, (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4))
-    emit_index_copy(ctx, src, out, tables, None, f"space-to-depth block={b}")
+    tables = _blocks_tables(None, (n, c, h // b, b, w // b, b), SPACE_TO_DEPTH_PERM[node.attrs.mode])
+    emit_index_copy(ctx, src, out, tables, None, f"space-to-depth {node.attrs.mode} block={b}")
 
 
 # ---- Concat / Split -------------------------------------------------------------------------------------

@@ -272,4 +272,6 @@ def depth_to_space(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
 
 @onnx_op("SpaceToDepth", since=1)
 def space_to_depth(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
-    return ctx.emit("SpaceToDepth", [node.input[0]], SpaceToDepthAttrs(int(ctx.attr(node, "blocksize"))))
+    # `mode` arrived in the newest opsets; models without it mean DCR, the only order before
+    attrs = SpaceToDepthAttrs(int(ctx.attr(node, "blocksize")), ctx.attr(node, "mode", "DCR"))
+    return ctx.emit("SpaceToDepth", [node.input[0]], attrs)

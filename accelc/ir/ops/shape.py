@@ -174,9 +174,14 @@ class DepthToSpaceAttrs:
 
 @dataclass(frozen=True)
 class SpaceToDepthAttrs:
+    """``mode`` DCR (ONNX default: block offsets become the outer part of the channel index) or CRD
+    (channels outer, block offsets inner: the inverse of DepthToSpace CRD / pixel_unshuffle)."""
     blocksize: int = 2
+    mode: str = "DCR"
 
     def __post_init__(self):
+        if self.mode not in ("DCR", "CRD"):
+            raise ValueError(f"mode must be 'DCR' or 'CRD', got '{self.mode}'")
         _check_int("blocksize", self.blocksize)
         if self.blocksize < 1:
             raise ValueError(f"blocksize must be >= 1, got {self.blocksize}")
@@ -646,11 +651,15 @@ def _space_to_depth_infer(types, attrs: SpaceToDepthAttrs, consts):
     return [TensorType(x.dtype, (n, dim_product((c, b * b))) + sp)]
 
 
+# SpaceToDepth views x as (n, c, h/b, b, w/b, b) and transposes it by this permutation (backends share it).
+SPACE_TO_DEPTH_PERM = {"DCR": (0, 3, 5, 1, 2, 4), "CRD": (0, 1, 3, 5, 2, 4)}
+
+
 def _space_to_depth_reference(xs, attrs: SpaceToDepthAttrs):
     x = xs[0]
     n, c, h, w = x.shape
     b = attrs.blocksize
-    y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    y = x.reshape(n, c, h // b, b, w // b, b).transpose(*SPACE_TO_DEPTH_PERM[attrs.mode])
     return [y.reshape(n, c * b * b, h // b, w // b)]
 
 

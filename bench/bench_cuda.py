@@ -5,6 +5,12 @@
   ``accelc_run_device`` on torch's stream; timed with CUDA events, medians of 20 runs.
 * a memory-bound fused kernel (Add + Gelu over 64M fp32) vs device-to-device copy bandwidth.
 Prints ratios; writes JSON to --out. ResNet-50 and the per-GEMM efficiency table are not measured yet.
+
+KNOWN BROKEN (first H200 run, 2026-11-22): the accelc figure for BERT-base b1 came out at 0.042 ms, which
+is below what the GPU's peak allows for that model, so the events do not bracket the work (the
+library replays its CUDA graph on a stream of its own, not on the stream the events are recorded on);
+the script then crashed with a segmentation fault before batch 32. Do not quote its accelc numbers until
+the timing synchronises on the library's own stream and the crash is found.
 """
 from __future__ import annotations
 

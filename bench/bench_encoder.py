@@ -52,7 +52,9 @@ def call_overhead(threads: int, tmp: Path) -> list[tuple[str, float]]:
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     path = tmp / "tiny.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8   # the oldest IR that carries opset 17, so older ONNX Runtime releases load it too
+    onnx.save(model, path)
     x = np.ones((1, 4), np.float32)
     m = accelc.compile(path, "host", threads=1, measure_accuracy=False)
     rows = [("accelc run({'x': x})", median_ms(lambda: m.run({"x": x}), 2000, 200) * 1e3),

@@ -18,7 +18,21 @@ def build_encoder(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int
     import torch
     torch.manual_seed(seed)
     layer = torch.nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.0, activation="gelu", batch_first=True)
-    return torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
+    encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
+    # TransformerEncoder deep-copies one layer, so every layer would hold the same weights; a compiler that
+    # merges identical constants would then keep one layer's weights (a twelfth of the memory traffic) and
+    # benchmarks would flatter it. Draw each layer's weights afresh, LayerNorm scales and shifts included.
+    with torch.no_grad():
+        for block in encoder.layers:
+            for module in block.modules():
+                if isinstance(module, torch.nn.MultiheadAttention):
+                    module._reset_parameters()
+                elif isinstance(module, torch.nn.Linear):
+                    module.reset_parameters()
+                elif isinstance(module, torch.nn.LayerNorm):
+                    module.weight.copy_(1 + 0.1 * torch.randn_like(module.weight))
+                    module.bias.copy_(0.1 * torch.randn_like(module.bias))
+    return encoder
 
 
 def export_encoder(path: str | Path, *, layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072,

@@ -12,36 +12,16 @@ filled once at import of the ``codegen_*`` family modules and never changed afte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ...errors import ShapeError
 from ...ir import DType, Graph, Node
+from ..lowering_table import CheckFn, EmitFn, Lowering, LoweringTable  # noqa: F401  (re-exported)
 from .emitter import CppEmitter, c_identifier
 
-CheckFn = Callable[[Graph, Node], "str | None"]
-EmitFn = Callable[["LowerCtx", Node], None]
-
-
-@dataclass(frozen=True)
-class Lowering:
-    op: str
-    emit: EmitFn
-    check: CheckFn | None = None
-
-
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowering(*ops: str, check: CheckFn | None = None):
-    def register(fn: EmitFn) -> EmitFn:
-        for op in ops:
-            if op in LOWERINGS:
-                raise RuntimeError(f"two CPU lowerings for op '{op}'")
-            LOWERINGS[op] = Lowering(op, fn, check)
-        return fn
-    return register
+LOWERINGS = LoweringTable("CPU")
+lowering = LOWERINGS.register
 
 
 # ---- dtypes ---------------------------------------------------------------------------------------

@@ -12,37 +12,17 @@ node cannot be lowered (dtype, rank, run-time value) or None. ``CudaBackend.unsu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ...ir import DType, Graph, Node
+from ..lowering_table import CheckFn, EmitFn, Lowering, LoweringTable  # noqa: F401  (re-exported)
 from ..cpu_amx.codegen_context import numel, static_shape
 from ..cpu_amx.emitter import CppEmitter, c_identifier
 from ..cpu_amx.memory_plan import WeightsBuilder
 
-CheckFn = Callable[[Graph, Node], "str | None"]
-EmitFn = Callable[["LowerCtx", Node], None]
-
-
-@dataclass(frozen=True)
-class Lowering:
-    op: str
-    emit: EmitFn
-    check: CheckFn | None = None
-
-
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowering(*ops: str, check: CheckFn | None = None):
-    def register(fn: EmitFn) -> EmitFn:
-        for op in ops:
-            if op in LOWERINGS:
-                raise RuntimeError(f"two CUDA lowerings for op '{op}'")
-            LOWERINGS[op] = Lowering(op, fn, check)
-        return fn
-    return register
+LOWERINGS = LoweringTable("CUDA")
+lowering = LOWERINGS.register
 
 
 # ---- dtypes -------------------------------------------------------------------------------------

@@ -1,99 +1,257 @@
-"""CUDA backend benchmark: accelc vs PyTorch eager vs torch.compile(max-autotune), same process.
+"""CUDA backend benchmark: accelc vs PyTorch eager vs torch.compile(max-autotune), same GPU.
 
-* BERT-base-like encoder (12 layers, d 768, 12 heads, ffn 3072, seq 128) at batch 1 and 32, bf16 compute,
-  built as the pass pipeline leaves it (tests/test_backend_cuda.py's builder), run through
-  ``accelc_run_device`` on torch's stream; timed with CUDA events, medians of 20 runs.
-* a memory-bound fused kernel (Add + Gelu over 64M fp32) vs device-to-device copy bandwidth.
-Prints ratios; writes JSON to --out. ResNet-50 and the per-GEMM efficiency table are not measured yet.
+Cases (each in its own child process, so that a crash or a hang of one case is reported and the next
+case still runs; the parent keeps the whole script inside --budget-s, 215 s by default):
 
-KNOWN BROKEN (first H200 run, 2026-11-22): the accelc figure for BERT-base b1 came out at 0.042 ms, which
-is below what the GPU's peak allows for that model, so the events do not bracket the work (the
-library replays its CUDA graph on a stream of its own, not on the stream the events are recorded on);
-the script then crashed with a segmentation fault before batch 32. Do not quote its accelc numbers until
-the timing synchronises on the library's own stream and the crash is found.
+* ``bert_b1`` / ``bert_b32``: a BERT-base-like encoder (12 layers, d 768, 12 heads, ffn 3072, seq 128,
+  weights drawn afresh per layer), bf16 compute, built as the pass pipeline leaves it
+  (tests/test_backend_cuda.py's builder).
+* ``membound``: a memory-bound fused kernel (Add + Gelu over 64M fp32) vs device-to-device copy bandwidth.
+
+accelc is timed exactly as a user would run it: ``accelc_run_device`` on torch's current stream, with
+CUDA events recorded on that stream around each call (median of 20). The library enqueues all of a run
+(input copies, the CUDA graph launch, output copies) on the stream it is given, so the events bracket
+the work. Two cross-checks make a wrong bracket visible: a wall-clock time (``time.perf_counter``
+around N back-to-back runs, then ``torch.cuda.synchronize()``), and the achieved TFLOP/s (the GEMM
+flops of the graph over the event time) next to the GPU's dense bf16 peak. Eager and torch.compile are
+timed the same way. Prints one line per measurement; writes JSON to --out.
+
+Usage: python3 bench/bench_cuda.py [--out bench.json] [--budget-s 215] [--cases bert_b1,bert_b32,membound]
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
+import hashlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from accelc.backends.base import BackendOptions  # noqa: E402
-from accelc.backends.cuda import CudaBackend  # noqa: E402
-from accelc.ir import DType, Graph, TensorType  # noqa: E402
-from accelc.targets import get_target  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ("bert_b1", "bert_b32", "membound")
+RESERVE_S = {"bert_b1": 0, "bert_b32": 0, "membound": 30}   # time a case leaves for the cases after it
+MIN_CASE_S = {"bert_b1": 60, "bert_b32": 60, "membound": 25}
 
 
-def target_for_gpu() -> str:
+# ---- parent: runs every case in a child process, within the time budget --------------------------------------
+def _run_cases(args) -> int:
+    t_end = time.monotonic() + args.budget_s
+    cases = [c for c in args.cases.split(",") if c]
+    results: dict = {"cases": {}}
+    failed = []
+    for i, case in enumerate(cases):
+        later = cases[i + 1:]
+        reserve = sum(MIN_CASE_S[c] for c in later)
+        limit = t_end - time.monotonic() - reserve
+        if case == "bert_b1" and "bert_b32" in later:
+            limit = min(limit, (t_end - time.monotonic() - RESERVE_S["membound"]) * 0.5)
+        if limit < MIN_CASE_S[case] * 0.5:
+            print(f"[{case}] SKIPPED: {max(limit, 0):.0f} s left of the --budget-s {args.budget_s:.0f} s budget",
+                  flush=True)
+            results["cases"][case] = {"status": "skipped (time budget)"}
+            continue
+        with tempfile.NamedTemporaryFile(prefix=f"bench_{case}_", suffix=".json", delete=False) as fh:
+            out_path = fh.name
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--result", out_path,
+               "--cache", args.cache, "--deadline-s", f"{limit:.1f}", "--compile-mode", args.compile_mode]
+        print(f"== [{case}] (limit {limit:.0f} s)", flush=True)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, start_new_session=True)     # own process group: nvcc/inductor workers too
+        try:
+            rc = proc.wait(timeout=limit)
+            status = "ok" if rc == 0 else (f"died with signal {-rc} ({signal.Signals(-rc).name})" if rc < 0
+                                           else f"failed (exit {rc})")
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            status = f"timed out after {limit:.0f} s (partial results kept)"
+        try:
+            row = json.loads(Path(out_path).read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            row = {}
+        Path(out_path).unlink(missing_ok=True)
+        row["status"] = status
+        row["case_s"] = round(time.monotonic() - t0, 1)
+        results["cases"][case] = row
+        if status != "ok":
+            print(f"[{case}] {status.upper()}", flush=True)
+            if not status.startswith("timed out") or "accelc" not in row:
+                failed.append(case)
+    import torch  # noqa: F401  (only for the device name in the JSON)
+    results["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, default=float))
+    ok = [c for c in cases if results["cases"][c]["status"] == "ok"]
+    others = [f"{c}: {results['cases'][c]['status']}" for c in cases if c not in ok]
+    print(f"bench: {len(ok)}/{len(cases)} cases ok" + (f" ({'; '.join(others)})" if others else ""), flush=True)
+    return 1 if failed else 0
+
+
+# ---- child: one case ------------------------------------------------------------------------------------------
+def _child(args) -> int:
+    import faulthandler
+    faulthandler.enable()                      # a segfault prints the Python stack of where it happened
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    deadline = time.monotonic() + args.deadline_s
+    row: dict = {}
+
+    def save():
+        Path(args.result).write_text(json.dumps(row, default=float))
+
+    try:
+        if args.case.startswith("bert_b"):
+            _bench_bert(int(args.case[len("bert_b"):]), args, row, save, deadline)
+        elif args.case == "membound":
+            _bench_membound(args, row, save)
+        else:
+            raise ValueError(f"unknown case {args.case}")
+    except Exception as e:  # noqa: BLE001 (report, the parent continues with the next case)
+        traceback.print_exc()
+        row["error"] = f"{type(e).__name__}: {e}"
+        save()
+        return 1
+    save()
+    return 0
+
+
+def _target_for_gpu(torch) -> str:
     major, minor = torch.cuda.get_device_capability()
     return {(8, 0): "a100", (8, 6): "a10g", (8, 9): "l4", (9, 0): "h200"}.get((major, minor), "a100")
 
 
-def median_ms(fn, reps=20, warmup=3) -> float:
+def _peak_bf16_tflops(torch) -> float | None:
+    """Dense bf16 tensor-core peak (an upper bound for the family): achieved TFLOP/s above it is impossible."""
+    return {(8, 0): 312.0, (8, 6): 160.0, (8, 9): 370.0, (9, 0): 990.0}.get(torch.cuda.get_device_capability())
+
+
+def _time_events(torch, fn, reps=20, warmup=3) -> float:
+    """Median ms of fn() between two events recorded on torch's current stream (fn enqueues on it)."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
     times = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
+        a.record(stream)
         fn()
-        b.record()
+        b.record(stream)
         b.synchronize()
         times.append(a.elapsed_time(b))
-    return float(np.median(times))
+    return sorted(times)[len(times) // 2]
+
+
+def _time_wall(torch, fn, reps=20) -> float:
+    """ms per run of N back-to-back runs, by the host clock, ending with a device-wide synchronize."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3 / reps
 
 
 class AccelcModel:
-    def __init__(self, graph: Graph, target: str, cache: str):
+    """One compiled model through its C ABI (ctypes, every restype/argtypes set)."""
+
+    def __init__(self, torch, graph, target: str, cache: str):
+        import ctypes as c
+        from accelc.backends.base import BackendOptions
+        from accelc.backends.cuda import CudaBackend
+        from accelc.ir import DType
+        from accelc.targets import get_target
         t0 = time.perf_counter()
         parts = CudaBackend().lower(graph, get_target(target), BackendOptions(cache_dir=cache))
         self.compile_s = time.perf_counter() - t0
         self.build = parts.manifest["build"]
-        lib_path = Path(cache) / "bench_model.so"
-        lib_path.write_bytes(parts.files["model.so"])
-        lib = ctypes.CDLL(str(lib_path))
-        lib.accelc_create.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
-        lib.accelc_run_device.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        lib.accelc_last_error.restype = ctypes.c_char_p
-        w = np.frombuffer(parts.files["weights.bin"], np.uint8)
-        self.handle = ctypes.c_void_p()
-        rc = lib.accelc_create(w.ctypes.data if w.size else None, w.size, 0, ctypes.byref(self.handle))
-        if rc:
-            raise RuntimeError(lib.accelc_last_error().decode())
-        self.lib = lib
-        self.inputs = [torch.randn(tuple(graph.types[v].shape), device="cuda") for v in graph.inputs]
-        self.outputs = [torch.empty(tuple(graph.types[v].shape), device="cuda") for v in graph.outputs]
-        self.in_ptrs = (ctypes.c_void_p * len(self.inputs))(*[t.data_ptr() for t in self.inputs])
-        self.out_ptrs = (ctypes.c_void_p * len(self.outputs))(*[t.data_ptr() for t in self.outputs])
+        data = parts.files["model.so"]
+        # Content-addressed and never rewritten: overwriting a loaded library in place changes its mapped
+        # code under the process (that was the bench's segfault), and dlopen of an already loaded path
+        # returns the library loaded first, so each model needs its own file.
+        lib_path = Path(cache) / "bench_libs" / f"model_{hashlib.sha256(data).hexdigest()[:32]}.so"
+        if not lib_path.is_file():
+            lib_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=lib_path.parent, prefix=".lib.")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, lib_path)
+        lib = c.CDLL(str(lib_path))
+        lib.accelc_last_error.restype, lib.accelc_last_error.argtypes = c.c_char_p, []
+        lib.accelc_create.restype = c.c_int
+        lib.accelc_create.argtypes = [c.c_void_p, c.c_size_t, c.c_int, c.POINTER(c.c_void_p)]
+        lib.accelc_run_device.restype = c.c_int
+        lib.accelc_run_device.argtypes = [c.c_void_p, c.POINTER(c.c_void_p), c.POINTER(c.c_void_p), c.c_void_p]
+        lib.accelc_destroy.restype, lib.accelc_destroy.argtypes = None, [c.c_void_p]
+        self.lib, self.c, self.torch = lib, c, torch
+        import numpy as np
+        self._weights = np.frombuffer(parts.files["weights.bin"], np.uint8)
+        self.handle = c.c_void_p()
+        rc = lib.accelc_create(self._weights.ctypes.data if self._weights.size else None, self._weights.size, 0,
+                               c.byref(self.handle))
+        if rc or not self.handle.value:
+            raise RuntimeError(f"accelc_create failed ({rc}): {lib.accelc_last_error().decode()}")
+
+        def tensor(v, fill):
+            t = graph.types[v]
+            dt = torch.bfloat16 if t.dtype == DType.bfloat16 else getattr(torch, t.dtype.np.name)
+            shape = tuple(int(d) for d in t.shape)
+            return torch.randn(shape, device="cuda").to(dt) if fill else torch.empty(shape, device="cuda", dtype=dt)
+        # kept alive as long as the model: the library reads/writes them asynchronously
+        self.inputs = [tensor(v, True) for v in graph.inputs]
+        self.outputs = [tensor(v, False) for v in graph.outputs]
+        self.in_ptrs = (c.c_void_p * max(1, len(self.inputs)))(*[t.data_ptr() for t in self.inputs])
+        self.out_ptrs = (c.c_void_p * max(1, len(self.outputs)))(*[t.data_ptr() for t in self.outputs])
 
     def __call__(self):
-        rc = self.lib.accelc_run_device(self.handle, self.in_ptrs, self.out_ptrs,
-                                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+        stream = self.torch.cuda.current_stream().cuda_stream       # 0: the legacy default stream
+        rc = self.lib.accelc_run_device(self.handle, self.in_ptrs, self.out_ptrs, self.c.c_void_p(stream or None))
         if rc:
-            raise RuntimeError(self.lib.accelc_last_error().decode())
+            raise RuntimeError(f"accelc_run_device failed ({rc}): {self.lib.accelc_last_error().decode()}")
+
+    def destroy(self):
+        if self.handle.value:
+            self.lib.accelc_destroy(self.handle)
+            self.handle = self.c.c_void_p()
+        self.inputs = self.outputs = []
 
 
-def bert_graph(batch: int, layers: int = 12) -> Graph:
+def gemm_flops(graph) -> int:
+    """2*M*N*K summed over the FusedGemm nodes (batch dims included): projections, FFN and attention."""
+    total = 0
+    for n in graph.nodes:
+        if n.op == "FusedGemm":
+            out = [int(d) for d in graph.types[n.outputs[0]].shape]
+            k = int(graph.types[n.inputs[0]].shape[-1])
+            numel = 1
+            for d in out:
+                numel *= d
+            total += 2 * numel * k
+    return total
+
+
+def bert_graph(batch: int, layers: int = 12):
+    """``layers`` encoder layers chained, each with its own freshly drawn weights."""
     from test_backend_cuda import encoder
-    g0 = encoder(batch=batch, seq=128, d=768, heads=12, ffn=3072, compute=DType.bfloat16)
-    if layers == 1:
-        return g0
-    # stack the layer: reuse the builder's graph as layer 1 and chain copies (same weights, fine for timing)
+    from accelc.ir import DType, Graph
     g = Graph("bert")
-    x = g.add_input("x", g0.types["x"])
-    mask = g.add_input("mask", g0.types["mask"])
-    cur = x
+    x = mask = None
+    cur = None
     for layer in range(layers):
+        g0 = encoder(batch=batch, seq=128, d=768, heads=12, ffn=3072, compute=DType.bfloat16)
+        if layer == 0:
+            x = g.add_input("x", g0.types["x"])
+            mask = g.add_input("mask", g0.types["mask"])
+            cur = x
         rename = {"x": cur, "mask": mask}
         for c, arr in g0.constants.items():
             rename[c] = g.add_constant(arr, f"l{layer}_{c}")
@@ -106,63 +264,118 @@ def bert_graph(batch: int, layers: int = 12) -> Graph:
     return g
 
 
-def torch_bert(batch: int):
+def _report(row, key, name, torch, fn, flops, peak, reps=20):
+    ev = _time_events(torch, fn, reps=reps)
+    wall = _time_wall(torch, fn, reps=reps)
+    tf = flops / (ev * 1e-3) / 1e12 if flops else None
+    flags = []
+    if ev < 0.5 * wall:
+        flags.append("EVENTS DO NOT BRACKET THE WORK (event time < half the wall-clock time)")
+    if tf is not None and peak and tf > peak:
+        flags.append(f"IMPOSSIBLE: above the {peak:.0f} TFLOP/s bf16 peak")
+    row[key] = {"event_ms": ev, "wall_ms": wall, "tflops": tf, "flags": flags}
+    tf_s = f", {tf:.1f} TFLOP/s" if tf is not None else ""
+    print(f"  {name:<14} {ev:8.3f} ms (events)  {wall:8.3f} ms (wall clock){tf_s}"
+          + "".join(f"  !! {f}" for f in flags), flush=True)
+    return ev
+
+
+def _bench_bert(batch: int, args, row, save, deadline):
+    import torch
+    target = _target_for_gpu(torch)
+    peak = _peak_bf16_tflops(torch)
+    row.update({"batch": batch, "target": target, "gpu": torch.cuda.get_device_name()})
+    g = bert_graph(batch)
+    flops = gemm_flops(g)
+    row["gemm_gflop"] = flops / 1e9
+    print(f"BERT-base s128 b{batch}: {flops / 1e9:.1f} GFLOP of GEMMs; GPU {row['gpu']} "
+          f"(dense bf16 peak ~{peak or float('nan'):.0f} TFLOP/s)", flush=True)
+    acc = AccelcModel(torch, g, target, args.cache)
+    row["accelc_compile_s"], row["build"] = acc.compile_s, acc.build
+    print(f"  accelc compile {acc.compile_s:.1f} s ({acc.build})", flush=True)
+    t_acc = _report(row, "accelc", "accelc", torch, acc, flops, peak)
+    save()
+    acc.destroy()
+    del acc
+    torch.cuda.empty_cache()
+
     layer = torch.nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, activation="gelu", batch_first=True)
     model = torch.nn.TransformerEncoder(layer, 12, enable_nested_tensor=False).cuda().eval().to(torch.bfloat16)
     x = torch.randn(batch, 128, 768, device="cuda", dtype=torch.bfloat16)
-    return model, x
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--cache", default="/tmp/accelc_bench_cache")
-    args = ap.parse_args()
-    Path(args.cache).mkdir(parents=True, exist_ok=True)
-    target = target_for_gpu()
-    results = {"gpu": torch.cuda.get_device_name(), "target": target, "bert": [], "memory_bound": {}}
-    for batch in (1, 32):
-        acc = AccelcModel(bert_graph(batch), target, args.cache)
-        t_acc = median_ms(acc)
-        model, x = torch_bert(batch)
-        with torch.inference_mode():
-            t_eager = median_ms(lambda: model(x))
+    with torch.inference_mode():
+        t_eager = _report(row, "eager", "torch eager", torch, lambda: model(x), flops, peak)
+        save()
+        left = deadline - time.monotonic()
+        if args.compile_mode == "none":
+            print("  torch.compile skipped (--compile-mode none)", flush=True)
+        elif left < 45:
+            print(f"  torch.compile skipped: {left:.0f} s left of this case's time limit", flush=True)
+            row["compile_skipped"] = f"{left:.0f} s left"
+        else:
             try:
-                compiled = torch.compile(model, mode="max-autotune")
-                t_comp = median_ms(lambda: compiled(x), reps=10)
+                t0 = time.perf_counter()
+                compiled = torch.compile(model, mode=args.compile_mode)
+                compiled(x)
+                torch.cuda.synchronize()
+                row["torch_compile_s"] = time.perf_counter() - t0
+                print(f"  torch.compile({args.compile_mode}) took {row['torch_compile_s']:.1f} s", flush=True)
+                t_comp = _report(row, "torch_compile", "torch.compile", torch, lambda: compiled(x), flops, peak,
+                                 reps=10)
+                row["speedup_vs_compile"] = t_comp / t_acc
             except Exception as e:  # noqa: BLE001 (report, keep benchmarking)
-                t_comp = float("nan")
-                print(f"torch.compile failed: {e}")
-        row = {"batch": batch, "accelc_ms": t_acc, "eager_ms": t_eager, "compile_ms": t_comp,
-               "speedup_vs_eager": t_eager / t_acc, "speedup_vs_compile": t_comp / t_acc,
-               "accelc_compile_s": acc.compile_s, "build": acc.build}
-        results["bert"].append(row)
-        print(f"BERT-base s128 b{batch}: accelc {t_acc:.3f} ms, eager {t_eager:.3f} ms, torch.compile {t_comp:.3f} ms "
-              f"(x{row['speedup_vs_eager']:.2f} vs eager, x{row['speedup_vs_compile']:.2f} vs compile); "
-              f"accelc compile {acc.compile_s:.1f} s")
+                print(f"  torch.compile failed: {type(e).__name__}: {e}", flush=True)
+                row["compile_error"] = f"{type(e).__name__}: {e}"
+    row["speedup_vs_eager"] = t_eager / t_acc
+    print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
+          + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
+          flush=True)
 
-    # memory-bound: y = gelu(x + b) over 64M floats vs a device-to-device copy of the same bytes
+
+def _bench_membound(args, row, save):
+    import numpy as np
+    import torch
+    from accelc.ir import DType, Graph, TensorType
+    target = _target_for_gpu(torch)
+    # y = gelu(x + b) over 64M floats vs a device-to-device copy of the same bytes
     n = 1 << 26
     g = Graph("membound")
     xin = g.add_input("x", TensorType(DType.float32, (n // 1024, 1024)))
     (a,) = g.add_node("Add", [xin, g.add_constant(np.ones(1024, np.float32))])
     (y,) = g.add_node("Gelu", [a])
     g.outputs = [y]
-    mb = AccelcModel(g, target, args.cache)
-    t_mb = median_ms(mb)
+    print("memory-bound Add+Gelu over 64M fp32 (256 MiB in, 256 MiB out)", flush=True)
+    mb = AccelcModel(torch, g, target, args.cache)
+    t_mb = _report(row, "accelc", "accelc run", torch, mb, 0, None)
+    save()
+    mb.destroy()
     src = torch.empty(n, device="cuda")
     dst = torch.empty_like(src)
-    t_copy = median_ms(lambda: dst.copy_(src))
-    # accelc_run_device also copies input and output device-to-device: 3 copies + the kernel
+    t_copy = _report(row, "d2d_copy", "D2D copy", torch, lambda: dst.copy_(src), 0, None)
+    # accelc_run_device also copies input and output device-to-device: 2 copies + the kernel
     kernel_ms = max(t_mb - 2 * t_copy, 1e-6)
     gbs = 2 * n * 4 / (kernel_ms * 1e-3) / 1e9
     copy_gbs = 2 * n * 4 / (t_copy * 1e-3) / 1e9
-    results["memory_bound"] = {"run_ms": t_mb, "copy_ms": t_copy, "kernel_gbs_est": gbs, "copy_gbs": copy_gbs,
-                               "ratio": gbs / copy_gbs}
-    print(f"fused Add+Gelu 256 MiB: ~{gbs:.0f} GB/s (estimated from run - 2 copies) vs D2D copy {copy_gbs:.0f} GB/s")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2, default=float))
-    return 0
+    row.update({"kernel_gbs_est": gbs, "copy_gbs": copy_gbs, "ratio": gbs / copy_gbs})
+    print(f"  fused Add+Gelu: ~{gbs:.0f} GB/s (estimated from run - 2 copies) vs D2D copy {copy_gbs:.0f} GB/s",
+          flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--cache", default=os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                                    "accelc"), help="build cache (shared with the tests')")
+    ap.add_argument("--budget-s", type=float, default=215.0, help="whole script, all cases")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode, or 'none'")
+    ap.add_argument("--case", default=None, help=argparse.SUPPRESS)          # child process: one case
+    ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline-s", type=float, default=1e9, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
+    if args.case:
+        return _child(args)
+    return _run_cases(args)
 
 
 if __name__ == "__main__":

@@ -133,8 +133,11 @@ def _lower(graph, target, tmp_cache, debug=False):
 
 
 @pytest.fixture(scope="session")
-def cuda_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cuda_cache")
+def cuda_cache(build_cache):
+    """The shared content-addressed build cache: CUTLASS objects compiled once serve every test and the
+    benchmark (bench/bench_cuda.py uses the same cache), which keeps tools/run_gpu_checks.sh in its time."""
+    build_cache.mkdir(parents=True, exist_ok=True)
+    return build_cache
 
 
 # ---- no GPU needed ----------------------------------------------------------------------------------------
@@ -345,3 +348,200 @@ def test_out_of_memory_message(cuda_cache):
         pytest.skip("this GPU has enough memory for the OOM model")
     with pytest.raises(AccelcError, match="out of GPU memory"):
         _run_artifact(g, _gpu_target(), cuda_cache, {"x": np.zeros((1 << 15, 1 << 15), np.float32)})
+
+
+# ---- the C ABI directly: stream semantics of accelc_run_device, several models in one process ---------------
+class _AbiModel:
+    """One model through the library's C ABI with ctypes (every restype/argtypes set). The library is written
+    to a content-addressed path and never overwritten: a loaded .so must not change under the process, and
+    dlopen of an already loaded path returns the library loaded first."""
+
+    def __init__(self, parts, folder):
+        import ctypes as c
+        import hashlib
+        from pathlib import Path
+        data = parts.files["model.so"]
+        path = Path(folder) / f"abi_{hashlib.sha256(data).hexdigest()[:24]}.so"
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        lib = c.CDLL(str(path))
+        lib.accelc_last_error.restype, lib.accelc_last_error.argtypes = c.c_char_p, []
+        lib.accelc_signature_json.restype, lib.accelc_signature_json.argtypes = c.c_char_p, []
+        lib.accelc_create.restype = c.c_int
+        lib.accelc_create.argtypes = [c.c_void_p, c.c_size_t, c.c_int, c.POINTER(c.c_void_p)]
+        lib.accelc_run.restype = c.c_int
+        lib.accelc_run.argtypes = [c.c_void_p, c.POINTER(c.c_void_p), c.POINTER(c.c_void_p)]
+        lib.accelc_run_device.restype = c.c_int
+        lib.accelc_run_device.argtypes = [c.c_void_p, c.POINTER(c.c_void_p), c.POINTER(c.c_void_p), c.c_void_p]
+        lib.accelc_destroy.restype, lib.accelc_destroy.argtypes = None, [c.c_void_p]
+        import json
+        self.signature = json.loads(lib.accelc_signature_json().decode())
+        self.lib, self.c = lib, c
+        self.weights = np.frombuffer(parts.files["weights.bin"], np.uint8)      # kept alive while the model lives
+        self.handle = c.c_void_p()
+        rc = lib.accelc_create(self.weights.ctypes.data if self.weights.size else None, self.weights.size, 0,
+                               c.byref(self.handle))
+        assert rc == 0, lib.accelc_last_error().decode()
+        assert self.handle.value, "accelc_create returned a NULL model"
+
+    def _ptrs(self, addrs):
+        return (self.c.c_void_p * max(1, len(addrs)))(*addrs)
+
+    def run(self, feeds: dict) -> dict:
+        """accelc_run: host buffers, synchronous."""
+        ins = [np.ascontiguousarray(feeds[p["name"]]) for p in self.signature["inputs"]]
+        outs = [np.empty(p["shape"], DType.parse(p["dtype"]).np) for p in self.signature["outputs"]]
+        rc = self.lib.accelc_run(self.handle, self._ptrs([a.ctypes.data for a in ins]),
+                                 self._ptrs([a.ctypes.data for a in outs]))
+        assert rc == 0, self.lib.accelc_last_error().decode()
+        return {p["name"]: a for p, a in zip(self.signature["outputs"], outs)}
+
+    def run_device(self, inputs, outputs, stream) -> None:
+        """accelc_run_device on a torch stream (its cuda_stream handle; 0 is the legacy default stream)."""
+        self._keep = (inputs, outputs)                     # the tensors outlive the asynchronous run
+        rc = self.lib.accelc_run_device(self.handle, self._ptrs([t.data_ptr() for t in inputs]),
+                                        self._ptrs([t.data_ptr() for t in outputs]),
+                                        self.c.c_void_p(stream.cuda_stream or None))
+        assert rc == 0, self.lib.accelc_last_error().decode()
+
+    def destroy(self) -> None:
+        if self.handle.value:
+            self.lib.accelc_destroy(self.handle)
+            self.handle = self.c.c_void_p()
+
+
+def _gemm_chain(n_gemms: int, m=1024, k=1024) -> Graph:
+    """x @ W1 @ W2 ... (fp32, SIMT): GPU work proportional to n_gemms, tiny input/output copies."""
+    g = Graph(f"chain{n_gemms}")
+    cur = g.add_input("x", TensorType(F32, (m, k)))
+    for _ in range(n_gemms):
+        w = (RNG.standard_normal((k, k)) / np.sqrt(k)).astype(np.float32)
+        (cur,) = g.add_node("FusedGemm", [cur, g.add_constant(w), g.add_constant(np.zeros(k, np.float32))],
+                            FusedGemmAttrs(compute=F32))
+    g.outputs = [cur]
+    return g
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device")
+    return torch
+
+
+@gpu
+@needs_nvcc
+@pytest.mark.gpu
+@pytest.mark.parametrize("which", ["side_stream", "legacy_default_stream"])
+def test_run_device_enqueues_everything_on_the_callers_stream(which, cuda_cache, tmp_path):
+    torch = _torch_cuda()
+    target = _gpu_target()
+    small_g, big_g = _gemm_chain(2), _gemm_chain(20)                  # 10x the GEMM work
+    small = _AbiModel(_lower(small_g, target, cuda_cache), tmp_path)
+    big = _AbiModel(_lower(big_g, target, cuda_cache), tmp_path)
+    stream = torch.cuda.Stream() if which == "side_stream" else torch.cuda.default_stream()
+    assert (stream.cuda_stream != 0) == (which == "side_stream")
+    try:
+        x_host = RNG.standard_normal((1024, 1024)).astype(np.float32)
+        want_small, want_big = (evaluate(g, {"x": x_host})[g.outputs[0]] for g in (small_g, big_g))
+        with torch.cuda.stream(stream):
+            x = torch.zeros(1024, 1024, device="cuda")
+            y = torch.empty(1024, 1024, device="cuda")
+            x_new = torch.from_numpy(x_host).to("cuda")
+            for _ in range(3):                                        # eager run, graph capture, replay
+                small.run_device([x], [y], stream)
+                big.run_device([x], [y], stream)
+            # Ordering on the stream, both ways: the input is written on `stream` only after a long sleep
+            # (work on any other stream would read the stale zeros), and the output is read by a torch op
+            # enqueued on `stream` right after the call (work finishing elsewhere would leave it stale).
+            y.fill_(float("nan"))
+            torch.cuda._sleep(50_000_000)
+            x.copy_(x_new)                                            # device-to-device: asynchronous
+            small.run_device([x], [y], stream)
+            y_small = y.clone()
+            big.run_device([x], [y], stream)
+            y_big = y.clone()
+        stream.synchronize()
+        for got, want in ((y_small.cpu().numpy(), want_small), (y_big.cpu().numpy(), want_big)):
+            assert np.isfinite(got).all()
+            assert _cosine(got, want) > 0.99999
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+        # an event pair on the stream brackets the work: > 0, and 10x the GEMMs take clearly longer
+        def timed(model, reps=10):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            stream.synchronize()
+            a.record(stream)
+            for _ in range(reps):
+                model.run_device([x], [y], stream)
+            b.record(stream)
+            b.synchronize()
+            return a.elapsed_time(b) / reps
+        t_small = min(timed(small) for _ in range(3))
+        t_big = min(timed(big) for _ in range(3))
+        assert t_small > 0
+        tflops_big = 20 * 2 * 1024 ** 3 / (t_big * 1e-3) / 1e12
+        assert tflops_big < 200, f"{tflops_big:.0f} TFLOP/s of fp32 SIMT: the events do not bracket the work"
+        assert t_big > 4 * t_small, f"20 GEMMs {t_big:.3f} ms vs 2 GEMMs {t_small:.3f} ms"
+    finally:
+        torch.cuda.synchronize()
+        small.destroy()
+        big.destroy()
+
+
+@gpu
+@needs_nvcc
+@pytest.mark.gpu
+def test_several_models_in_one_process(cuda_cache, tmp_path):
+    """Two different models (and a second instance of one library) created in one process, run interleaved
+    through both entry points, then one destroyed while the others keep running."""
+    torch = _torch_cuda()
+    target = _gpu_target()
+    ga, gb = mlp(batch=8), encoder(batch=2, seq=16)
+    pa, pb = _lower(ga, target, cuda_cache), _lower(gb, target, cuda_cache)
+    fa, fb = _feeds(ga), _feeds(gb)
+    wa, wb = evaluate(ga, fa), evaluate(gb, fb)
+    a, b = _AbiModel(pa, tmp_path), _AbiModel(pb, tmp_path)
+    a2 = _AbiModel(pa, tmp_path)                     # same library, a second model of it
+    models = [a, b, a2]
+    stream = torch.cuda.Stream()
+
+    def check_host(model, feeds, want, g):
+        got = model.run(feeds)
+        for name in g.outputs:
+            np.testing.assert_allclose(got[name], want[name], rtol=2e-4, atol=2e-4)
+
+    def check_device(model, feeds, want, g):
+        with torch.cuda.stream(stream):
+            ins = [torch.from_numpy(np.ascontiguousarray(feeds[v])).to("cuda") for v in g.inputs]
+            outs = [torch.full(tuple(g.types[v].shape), float("nan"), device="cuda",
+                               dtype=getattr(torch, g.types[v].dtype.np.name)) for v in g.outputs]
+            model.run_device(ins, outs, stream)
+        stream.synchronize()
+        for name, t in zip(g.outputs, outs):
+            np.testing.assert_allclose(t.cpu().numpy(), want[name], rtol=2e-4, atol=2e-4)
+
+    try:
+        for _ in range(4):                           # eager, capture, replays: interleaved between the models
+            check_host(a, fa, wa, ga)
+            check_device(b, fb, wb, gb)
+            check_device(a2, fa, wa, ga)
+            check_host(b, fb, wb, gb)
+            check_device(a, fa, wa, ga)
+        a.destroy()
+        for _ in range(3):
+            check_device(b, fb, wb, gb)
+            check_host(b, fb, wb, gb)
+            check_device(a2, fa, wa, ga)
+        b.destroy()
+        check_host(a2, fa, wa, ga)
+        a3 = _AbiModel(pa, tmp_path)                 # a fresh model after others were destroyed
+        models.append(a3)
+        for _ in range(3):
+            check_device(a3, fa, wa, ga)
+    finally:
+        torch.cuda.synchronize()
+        for mdl in models:
+            mdl.destroy()

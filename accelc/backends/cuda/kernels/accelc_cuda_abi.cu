@@ -4,8 +4,18 @@
 // SM architectures compiled into the fatbin instead of ISA variants. The library links cudart
 // statically and needs only the NVIDIA driver. A model owns: the weights (uploaded once), ONE device
 // arena planned at compile time (graph inputs, outputs, intermediates and kernel scratch at fixed
-// offsets), a stream, and a CUDA graph of the whole forward captured at the second run and replayed
-// afterwards (the first run executes eagerly so that errors are reported at their kernel).
+// offsets), an internal stream (accelc_run's stream, and the stream the CUDA graph is captured on), an
+// event that orders consecutive runs of the model, and a CUDA graph of the whole forward captured at the
+// second run and replayed afterwards (the first run executes eagerly so that errors are reported at their
+// kernel). Nothing is global: every model has its own arena, stream, event and graph, so several models
+// (of one library or of different libraries) live in one process.
+//
+// Stream contract of accelc_run_device (like a cuBLAS call on a user stream): every piece of work of the
+// call (input copies into the arena, the kernels or the graph launch, output copies) is enqueued on the
+// caller's stream (NULL: the legacy default stream) and the call returns without synchronising. The graph
+// is CAPTURED on the internal stream (capture is impossible on the legacy stream) but LAUNCHED on the
+// caller's stream. A run first waits (cudaStreamWaitEvent, on the device) for the previous run of the
+// same model, whatever stream that ran on, because both use the one arena.
 //
 // Return codes: 0 ok, 1 no usable GPU / the GPU cannot run this fatbin, 2 weights mismatch, 3 out of
 // memory, 4 invalid argument, 5 a CUDA error while running (message names it).
@@ -79,10 +89,31 @@ struct accelc_model {
   int device;
   unsigned char* weights;      // device
   unsigned char* arena;        // device
-  cudaStream_t stream;
+  cudaStream_t stream;         // internal: accelc_run's stream and the graph-capture stream
+  cudaEvent_t done;            // recorded on the run's stream after each run (orders the next run)
+  bool pending;                // `done` has been recorded at least once
   cudaGraphExec_t graph;
   long long runs;
 };
+
+namespace {
+
+// Makes the model's GPU current for the duration of a call and restores the caller's device afterwards.
+struct DeviceGuard {
+  int prev = -1;
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&prev) != cudaSuccess) { cudaGetLastError(); prev = -1; }
+    if (prev != device) cudaSetDevice(device);
+  }
+  ~DeviceGuard() {
+    int now = -1;
+    if (prev >= 0 && cudaGetDevice(&now) == cudaSuccess && now != prev) cudaSetDevice(prev);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+
+}  // namespace
 
 ACCELC_EXPORT int accelc_abi_version(void) { return 1; }
 ACCELC_EXPORT const char* accelc_signature_json(void) { return kAccelcSignatureJson; }
@@ -98,12 +129,17 @@ ACCELC_EXPORT const char* accelc_select_variant(void) {
   return pick_arch(device, why, sizeof why);
 }
 
+// Waits for the model's last run (on whatever stream it was enqueued), then frees everything it owns.
 ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
   if (!m) return;
+  DeviceGuard guard(m->device);
+  if (m->done && m->pending) cudaEventSynchronize(m->done);
   if (m->graph) cudaGraphExecDestroy(m->graph);
+  if (m->done) cudaEventDestroy(m->done);
   if (m->stream) cudaStreamDestroy(m->stream);
-  cudaFree(m->weights);
-  cudaFree(m->arena);
+  if (m->weights) cudaFree(m->weights);
+  if (m->arena) cudaFree(m->arena);
+  cudaGetLastError();   // leave no sticky-looking error behind for the caller's next CUDA call
   delete m;
 }
 
@@ -138,7 +174,7 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int /*
                 cudaGetErrorString(e), kAccelcArchList);
   }
 
-  accelc_model* m = new (std::nothrow) accelc_model{arch, device, nullptr, nullptr, nullptr, nullptr, 0};
+  accelc_model* m = new (std::nothrow) accelc_model{arch, device, nullptr, nullptr, nullptr, nullptr, false, nullptr, 0};
   if (!m) return fail(3, "out of host memory allocating the model");
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
@@ -151,6 +187,7 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int /*
                 (unsigned long long)kAccelcArenaBytes, free_b, total_b, cudaGetErrorString(e));
   }
   if ((e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+      (e = cudaEventCreateWithFlags(&m->done, cudaEventDisableTiming)) != cudaSuccess ||
       (weights_size && (e = cudaMemcpy(m->weights, weights, weights_size, cudaMemcpyHostToDevice)) != cudaSuccess)) {
     accelc_destroy(m);
     return fail(5, "cannot set up the model on the GPU: %s", cudaGetErrorString(e));
@@ -161,7 +198,31 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int /*
 
 namespace {
 
-// Runs the forward on `stream`: eagerly the first time, then through a CUDA graph captured once.
+// Captures the forward into m->graph, on the model's internal stream: capture is impossible on the legacy
+// default stream and would disturb a caller's stream, so it never happens on the stream the run is for.
+// Capturing executes nothing.
+int capture(accelc_model* m) {
+  cudaGraph_t g = nullptr;
+  cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) return fail(5, "cannot capture the CUDA graph: %s", cudaGetErrorString(e));
+  cudaError_t fe = accelc_generated::forward(m->arena, m->weights, m->stream);
+  e = cudaStreamEndCapture(m->stream, &g);
+  if (fe != cudaSuccess || e != cudaSuccess) {
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    return fail(5, "capturing the CUDA graph failed at %s: %s", fe != cudaSuccess ? accelc_generated::g_failed_node : "end of capture",
+                cudaGetErrorString(fe != cudaSuccess ? fe : e));
+  }
+  e = cudaGraphInstantiate(&m->graph, g, 0);
+  cudaGraphDestroy(g);
+  if (e != cudaSuccess) {
+    m->graph = nullptr;
+    return fail(5, "cannot instantiate the CUDA graph: %s", cudaGetErrorString(e));
+  }
+  return 0;
+}
+
+// Enqueues the forward on `stream`: eagerly the first time, then by launching the CUDA graph on it.
 int forward(accelc_model* m, cudaStream_t stream) {
   cudaError_t e;
   if (m->runs++ == 0 || kAccelcDisableGraph) {
@@ -171,22 +232,19 @@ int forward(accelc_model* m, cudaStream_t stream) {
     return 0;
   }
   if (!m->graph) {
-    cudaGraph_t g = nullptr;
-    if ((e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal)) != cudaSuccess)
-      return fail(5, "cannot capture the CUDA graph: %s", cudaGetErrorString(e));
-    cudaError_t fe = accelc_generated::forward(m->arena, m->weights, stream);
-    e = cudaStreamEndCapture(stream, &g);
-    if (fe != cudaSuccess || e != cudaSuccess) {
-      if (g) cudaGraphDestroy(g);
-      return fail(5, "capturing the CUDA graph failed: %s", cudaGetErrorString(fe != cudaSuccess ? fe : e));
-    }
-    e = cudaGraphInstantiate(&m->graph, g, 0);
-    cudaGraphDestroy(g);
-    if (e != cudaSuccess) { m->graph = nullptr; return fail(5, "cannot instantiate the CUDA graph: %s", cudaGetErrorString(e)); }
+    int rc = capture(m);
+    if (rc) return rc;
   }
   if ((e = cudaGraphLaunch(m->graph, stream)) != cudaSuccess)
     return fail(5, "launching the CUDA graph failed: %s", cudaGetErrorString(e));
   return 0;
+}
+
+// Whether `s` is being captured by the caller (then cross-run event ordering is left to the caller's graph).
+bool capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &st) != cudaSuccess) { cudaGetLastError(); return false; }
+  return st != cudaStreamCaptureStatusNone;
 }
 
 int check_ports(accelc_model* m, const void* const* inputs, void* const* outputs, const char* fn) {
@@ -218,32 +276,47 @@ int copy_io(accelc_model* m, const void* const* inputs, void* const* outputs, cu
   return 0;
 }
 
+// Enqueues one whole run on `s`: wait for the model's previous run, inputs in, forward, outputs out, and
+// the `done` record. Never synchronises.
+int enqueue(accelc_model* m, const void* const* inputs, void* const* outputs, cudaStream_t s, bool device) {
+  const bool cap = capturing(s);
+  cudaError_t e;
+  if (m->pending && !cap && (e = cudaStreamWaitEvent(s, m->done, 0)) != cudaSuccess)
+    return fail(5, "cannot order the run after the model's previous run: %s", cudaGetErrorString(e));
+  int rc;
+  if ((rc = copy_io(m, inputs, nullptr, s, device)) || (rc = forward(m, s)) ||
+      (rc = copy_io(m, nullptr, outputs, s, device)))
+    return rc;
+  if (!cap) {
+    if ((e = cudaEventRecord(m->done, s)) != cudaSuccess)
+      return fail(5, "cannot record the end of the run: %s", cudaGetErrorString(e));
+    m->pending = true;
+  }
+  return 0;
+}
+
 }  // namespace
 
-// Host buffers in, host buffers out; returns when the outputs are written.
+// Host buffers in, host buffers out; runs on the model's internal stream and returns when the outputs are
+// written.
 ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* const* outputs) {
   int rc = check_ports(m, inputs, outputs, "accelc_run");
   if (rc) return rc;
-  cudaSetDevice(m->device);
-  if ((rc = copy_io(m, inputs, nullptr, m->stream, false)) || (rc = forward(m, m->stream)) ||
-      (rc = copy_io(m, nullptr, outputs, m->stream, false)))
-    return rc;
+  DeviceGuard guard(m->device);
+  if ((rc = enqueue(m, inputs, outputs, m->stream, false))) return rc;
   cudaError_t e = cudaStreamSynchronize(m->stream);
   if (e != cudaSuccess) return fail(5, "running the model failed: %s", cudaGetErrorString(e));
   return 0;
 }
 
-// Device buffers in and out (e.g. from DLPack), enqueued on `stream` (NULL: the model's own stream);
-// returns without waiting. The inputs are copied device-to-device into the model's arena and the
-// outputs out of it, so the captured CUDA graph stays valid whatever pointers the caller passes.
+// Device buffers in and out (e.g. from DLPack). Everything is enqueued on `stream` (a cudaStream_t; NULL is
+// the legacy default stream, as everywhere in CUDA) and the call returns without waiting: the outputs are
+// ready when that stream reaches this point. The inputs are copied device-to-device into the model's arena
+// and the outputs out of it, so the captured CUDA graph stays valid whatever pointers the caller passes.
 ACCELC_EXPORT int accelc_run_device(accelc_model* m, const void* const* d_inputs, void* const* d_outputs,
                                     void* stream) {
   int rc = check_ports(m, d_inputs, d_outputs, "accelc_run_device");
   if (rc) return rc;
-  cudaSetDevice(m->device);
-  cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : m->stream;
-  if ((rc = copy_io(m, d_inputs, nullptr, s, true)) || (rc = forward(m, s)) ||
-      (rc = copy_io(m, nullptr, d_outputs, s, true)))
-    return rc;
-  return 0;
+  DeviceGuard guard(m->device);
+  return enqueue(m, d_inputs, d_outputs, static_cast<cudaStream_t>(stream), true);
 }

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import (AccelcError, ArtifactError, BackendError, BuildError, InputMismatchError, ModelLoadError,
-                     ShapeError, TargetError, UnsupportedHardwareError, UnsupportedOpError, VerificationError)
+                     ShapeError, TargetError, UnsupportedFeatureError, UnsupportedHardwareError, UnsupportedOpError,
+                     VerificationError)
 from .runtime import CompiledModule, load
 
 __version__ = "0.1.0"
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["__version__", "compile", "load", "CompiledModel", "CompiledModule", "AccelcError", "ArtifactError",
            "BackendError", "BuildError", "InputMismatchError", "ModelLoadError", "ShapeError", "TargetError",
-           "UnsupportedHardwareError", "UnsupportedOpError", "VerificationError"]
+           "UnsupportedFeatureError", "UnsupportedHardwareError", "UnsupportedOpError", "VerificationError"]
 
 
 def __getattr__(name: str) -> Any:

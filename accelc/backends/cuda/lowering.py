@@ -17,7 +17,7 @@ import numpy as np
 
 from ...ir import DType, Graph, Node
 from ..lowering_table import CheckFn, EmitFn, Lowering, LoweringTable  # noqa: F401  (re-exported)
-from ..cpu_amx.codegen_context import numel, static_shape
+from ..cpu_amx.codegen_context import ScratchRequest, numel, static_shape
 from ..cpu_amx.emitter import CppEmitter, c_identifier
 from ..cpu_amx.memory_plan import WeightsBuilder
 
@@ -62,14 +62,6 @@ def raw_constant(array: np.ndarray) -> np.ndarray:
     """Constants are stored with their NumPy bytes (bf16/f16 bits, bool as one byte 0/1)."""
     a = np.ascontiguousarray(array)
     return a.astype(np.uint8) if a.dtype == np.bool_ else a
-
-
-@dataclass
-class ScratchRequest:
-    symbol: str
-    nbytes: int
-    step: int
-    label: str
 
 
 @dataclass

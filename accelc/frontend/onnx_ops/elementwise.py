@@ -41,24 +41,16 @@ _register_same_name("Where", 9)
 
 
 # ---- activations with attributes -----------------------------------------------------------------
-@onnx_op("LeakyRelu", since=6)
-def leaky_relu(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
-    return ctx.emit("LeakyRelu", [node.input[0]], AlphaAttrs(float(ctx.attr(node, "alpha", 0.01))))
+def _register_alpha_activation(op_type: str, since: int, default_alpha: float) -> None:
+    @onnx_op(op_type, since=since)
+    def handler(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
+        return ctx.emit(op_type, [node.input[0]], AlphaAttrs(float(ctx.attr(node, "alpha", default_alpha))))
 
 
-@onnx_op("Elu", since=6)
-def elu(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
-    return ctx.emit("Elu", [node.input[0]], AlphaAttrs(float(ctx.attr(node, "alpha", 1.0))))
-
-
-@onnx_op("Celu", since=12)
-def celu(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
-    return ctx.emit("Celu", [node.input[0]], AlphaAttrs(float(ctx.attr(node, "alpha", 1.0))))
-
-
-@onnx_op("ThresholdedRelu", since=10)
-def thresholded_relu(ctx: ConvertContext, node: onnx.NodeProto) -> list[str]:
-    return ctx.emit("ThresholdedRelu", [node.input[0]], AlphaAttrs(float(ctx.attr(node, "alpha", 1.0))))
+# op: (first opset with the IR op's meaning, ONNX's default alpha)
+_ALPHA_ACTIVATIONS = {"LeakyRelu": (6, 0.01), "Elu": (6, 1.0), "Celu": (12, 1.0), "ThresholdedRelu": (10, 1.0)}
+for _op, (_since, _alpha) in _ALPHA_ACTIVATIONS.items():
+    _register_alpha_activation(_op, _since, _alpha)
 
 
 @onnx_op("HardSigmoid", since=6)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import DType, Graph, Node
-from ...ir.ops.shape import SPACE_TO_DEPTH_PERM
+from ...ir.ops.shape import depth_to_space_view, space_to_depth_view
 from .codegen_context import LowerCtx, lowering, numel, static_shape, storage_ctype
 
 
@@ -229,30 +229,18 @@ def lower_pad(ctx: LowerCtx, node: Node) -> None:
     emit_index_copy(ctx, src, out, tables, fill, f"pad mode={mode} pads={pads}")
 
 
-def _blocks_tables(in_shape, view_shape, perm) -> list[np.ndarray]:
+def _blocks_tables(view_shape, perm) -> list[np.ndarray]:
     st = contiguous_strides(view_shape)
     return [np.arange(view_shape[p], dtype=np.int64) * st[p] for p in perm]
 
 
-@lowering("DepthToSpace", check=_check_movable)
-def lower_depth_to_space(ctx: LowerCtx, node: Node) -> None:
+@lowering("DepthToSpace", "SpaceToDepth", check=_check_movable)
+def lower_block_rearrangement(ctx: LowerCtx, node: Node) -> None:
     src, out = node.inputs[0], node.outputs[0]
-    n, c, h, w = ctx.shape(src)
-    b = node.attrs.blocksize
-    if node.attrs.mode == "DCR":
-        tables = _blocks_tables(None, (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2))
-    else:
-        tables = _blocks_tables(None, (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3))
-    emit_index_copy(ctx, src, out, tables, None, f"depth-to-space {node.attrs.mode} block={b}")
-
-
-@lowering("SpaceToDepth", check=_check_movable)
-def lower_space_to_depth(ctx: LowerCtx, node: Node) -> None:
-    src, out = node.inputs[0], node.outputs[0]
-    n, c, h, w = ctx.shape(src)
-    b = node.attrs.blocksize
-    tables = _blocks_tables(None, (n, c, h // b, b, w // b, b), SPACE_TO_DEPTH_PERM[node.attrs.mode])
-    emit_index_copy(ctx, src, out, tables, None, f"space-to-depth {node.attrs.mode} block={b}")
+    view_of = depth_to_space_view if node.op == "DepthToSpace" else space_to_depth_view
+    view, perm = view_of(ctx.shape(src), node.attrs.blocksize, node.attrs.mode)
+    emit_index_copy(ctx, src, out, _blocks_tables(view, perm), None,
+                    f"{node.op} {node.attrs.mode} block={node.attrs.blocksize}")
 
 
 # ---- Concat / Split -------------------------------------------------------------------------------------

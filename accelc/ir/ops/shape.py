@@ -627,15 +627,31 @@ def _depth_to_space_infer(types, attrs: DepthToSpaceAttrs, consts):
     return [TensorType(x.dtype, (n, c_out, dim_product((h, b)), dim_product((w, b))))]
 
 
+def depth_to_space_view(shape, blocksize: int, mode: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """DepthToSpace is a transpose of a 6-D view of x: returns (view shape, permutation). Shared by the
+    reference and the backends so that the two orders (DCR, CRD) are written down once."""
+    n, c, h, w = shape
+    b = blocksize
+    if mode == "DCR":
+        return (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2)
+    return (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3)
+
+
+def space_to_depth_view(shape, blocksize: int, mode: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """SpaceToDepth as a transpose of the view (n, c, h/b, b, w/b, b): DCR puts the block offsets outside
+    the channel index, CRD inside (the inverse of DepthToSpace CRD)."""
+    n, c, h, w = shape
+    b = blocksize
+    perm = (0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4)
+    return (n, c, h // b, b, w // b, b), perm
+
+
 def _depth_to_space_reference(xs, attrs: DepthToSpaceAttrs):
     x = xs[0]
     n, c, h, w = x.shape
     b = attrs.blocksize
-    if attrs.mode == "DCR":
-        y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
-    else:
-        y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
-    return [y.reshape(n, c // (b * b), h * b, w * b)]
+    view, perm = depth_to_space_view(x.shape, b, attrs.mode)
+    return [x.reshape(view).transpose(perm).reshape(n, c // (b * b), h * b, w * b)]
 
 
 def _space_to_depth_infer(types, attrs: SpaceToDepthAttrs, consts):
@@ -651,16 +667,12 @@ def _space_to_depth_infer(types, attrs: SpaceToDepthAttrs, consts):
     return [TensorType(x.dtype, (n, dim_product((c, b * b))) + sp)]
 
 
-# SpaceToDepth views x as (n, c, h/b, b, w/b, b) and transposes it by this permutation (backends share it).
-SPACE_TO_DEPTH_PERM = {"DCR": (0, 3, 5, 1, 2, 4), "CRD": (0, 1, 3, 5, 2, 4)}
-
-
 def _space_to_depth_reference(xs, attrs: SpaceToDepthAttrs):
     x = xs[0]
     n, c, h, w = x.shape
     b = attrs.blocksize
-    y = x.reshape(n, c, h // b, b, w // b, b).transpose(*SPACE_TO_DEPTH_PERM[attrs.mode])
-    return [y.reshape(n, c * b * b, h // b, w // b)]
+    view, perm = space_to_depth_view(x.shape, b, attrs.mode)
+    return [x.reshape(view).transpose(perm).reshape(n, c * b * b, h // b, w // b)]
 
 
 register(OpDef("DepthToSpace", _depth_to_space_infer, _depth_to_space_reference, attrs=DepthToSpaceAttrs,

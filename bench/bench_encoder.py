@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 import accelc  # noqa: E402
 
 
-def _load_export():
+def _load_export_module():
     spec = importlib.util.spec_from_file_location("export_encoder", ROOT / "examples" / "export_encoder.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.export_encoder
+    return mod
 
 
 def median_ms(fn, runs: int, warmup: int) -> float:
@@ -71,13 +71,9 @@ def call_overhead(threads: int, tmp: Path) -> list[tuple[str, float]]:
 
 
 def main() -> None:
+    exporter = _load_export_module()
     p = argparse.ArgumentParser(description="BERT-style encoder latency: accelc vs ONNX Runtime vs PyTorch")
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--ffn", type=int, default=3072)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--batch", type=int, default=1)
+    exporter.add_encoder_arguments(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -93,8 +89,7 @@ def main() -> None:
         path = tmp / "encoder.onnx"
         print(f"exporting encoder: {a.layers} layers, hidden {a.hidden}, heads {a.heads}, ffn {a.ffn}, "
               f"seq {a.seq}, batch {a.batch}; {a.threads} threads", file=sys.stderr)
-        model = _load_export()(path, layers=a.layers, hidden=a.hidden, heads=a.heads, ffn=a.ffn, seq=a.seq,
-                               batch=a.batch)
+        model = exporter.export_encoder(path, **exporter.encoder_kwargs(a))
         x = np.random.default_rng(0).standard_normal((a.batch, a.seq, a.hidden)).astype(np.float32)
 
         for dtype in ("fp32", "bf16"):

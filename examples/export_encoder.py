@@ -51,17 +51,25 @@ def export_encoder(path: str | Path, *, layers: int = 12, hidden: int = 768, hea
     return model
 
 
+ENCODER_OPTIONS = ("layers", "hidden", "heads", "ffn", "seq", "batch")
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The encoder's shape options (BERT-base defaults), shared with bench/bench_encoder.py."""
+    for name, default in zip(ENCODER_OPTIONS, (12, 768, 12, 3072, 128, 1)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+
+
+def encoder_kwargs(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in ENCODER_OPTIONS}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("output")
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--ffn", type=int, default=3072)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--batch", type=int, default=1)
+    add_encoder_arguments(p)
     a = p.parse_args()
-    export_encoder(a.output, layers=a.layers, hidden=a.hidden, heads=a.heads, ffn=a.ffn, seq=a.seq, batch=a.batch)
+    export_encoder(a.output, **encoder_kwargs(a))
     print(f"wrote {a.output}")
 
 

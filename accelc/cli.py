@@ -107,13 +107,29 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if name in shapes:
             raise ShapeError(f"--shape {name}=... is given twice; give each input once")
         shapes[name] = dims
+    fpga = _fpga_options(args)
+    project_dir = Path(args.hls_project) if args.hls_project else None
+    if project_dir is not None and project_dir.exists() and any(project_dir.iterdir()) and not args.force:
+        raise AccelcError(f"--hls-project directory '{project_dir}' is not empty; pass --force to overwrite "
+                          f"the files accelc writes there, or choose another directory")
     progress = _Progress(args.quiet)
     compiled = accelc_compile(str(model), args.target, dtype=args.dtype, opt_level=args.opt_level,
                               shapes=shapes or None, threads=args.threads, cache_dir=args.cache_dir,
                               debug=args.debug, dump_after=args.dump_after, stop_after=args.stop_after,
-                              progress=progress, measure_accuracy=not args.no_accuracy)
+                              progress=progress, measure_accuracy=not args.no_accuracy, fpga=fpga)
     progress(f"writing {out}")
     path = write(compiled.artifact, out, overwrite=args.force, layout="dir" if args.output_dir_layout else None)
+    report = compiled.manifest["backend"].get("report")
+    if report is not None:
+        if project_dir is not None:
+            prefix = compiled.manifest["backend"].get("project", "project/")
+            for name, data in compiled.artifact.members.items():
+                if name.startswith(prefix):
+                    dest = project_dir / name[len(prefix):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(data)
+            print(f"wrote the Vitis HLS project to {project_dir} (vitis_hls -f build_prj.tcl to synthesize)")
+        print(_fpga_summary(report))
     size = sum(len(b) for b in compiled.artifact.members.values())
     man = compiled.manifest
     variants = man["backend"].get("variants", [])
@@ -122,6 +138,62 @@ def cmd_compile(args: argparse.Namespace) -> int:
           f"runs here as: {here}; {_fmt_bytes(size)})")
     print(_accuracy_line(man.get("accuracy", {})))
     return 0
+
+
+def _fpga_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """FPGA options from --fpga-* flags; None when none is given (the backend's defaults apply)."""
+    opts: dict[str, Any] = {}
+    if args.fpga_config:
+        try:
+            loaded = json.loads(Path(args.fpga_config).read_text())
+        except FileNotFoundError:
+            raise AccelcError(f"--fpga-config: file '{args.fpga_config}' does not exist") from None
+        except (OSError, ValueError) as e:
+            raise AccelcError(f"--fpga-config: '{args.fpga_config}' is not valid JSON ({e})") from None
+        if not isinstance(loaded, dict):
+            raise AccelcError("--fpga-config must hold a JSON object such as "
+                              "{\"bits\": 16, \"layers\": {\"fc1\": {\"reuse_factor\": 4}}}")
+        opts.update(loaded)
+    for flag, key in (("fpga_bits", "bits"), ("fpga_io", "io"), ("reuse_factor", "reuse_factor"),
+                      ("clock_mhz", "clock_mhz")):
+        if getattr(args, flag) is not None:
+            opts[key] = getattr(args, flag)
+    if args.calibration:
+        data = _load_calibration(args.calibration)
+        opts["calibration"] = data
+    return opts or None
+
+
+def _load_calibration(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if isinstance(z, np.ndarray):
+                raise AccelcError(f"--calibration: '{path}' is a single array; save one array per input "
+                                  f"with numpy.savez(path, input_name=samples)")
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise AccelcError(f"--calibration: file '{path}' does not exist") from None
+    except (ValueError, OSError) as e:
+        raise AccelcError(f"--calibration: '{path}' is not a readable .npz file ({e})") from None
+
+
+def _fpga_summary(report: dict[str, Any]) -> str:
+    t, cap = report["total"], report["capacity"]
+    fx = report.get("float_vs_fixed", {})
+    lines = [f"FPGA estimate ({report['part']} @ {report['clock_mhz']:g} MHz, {report['io']}; a model, not synthesis):",
+             f"  {'layer':<28} {'kind':<11} {'type':<22} {'DSP':>6} {'BRAM':>6} {'LUT':>8} {'lat':>6} {'II':>4}"]
+    for layer in report["layers"]:
+        lines.append(f"  {layer['name'][:28]:<28} {layer['kind'][:11]:<11} {str(layer['type'])[:22]:<22} "
+                     f"{layer['dsp']:>6} {layer['bram_18k']:>6} {layer['lut']:>8} {layer['latency']:>6} {layer['ii']:>4}")
+    lines.append(f"  total: DSP {t['dsp']}/{cap['dsp']}, BRAM18K {t['bram_18k']}/{cap['bram_18k']}, "
+                 f"LUT {t['lut']}/{cap['lut']}, FF {t['ff']}/{cap['ff']}; latency {t['latency_cycles']} cycles = "
+                 f"{t['latency_ns']:g} ns, II {t['ii']}")
+    if fx:
+        lines.append(f"  fixed vs float model on {fx.get('samples')} calibration samples: max abs error "
+                     f"{fx['max_abs_error']:.3g}, mean {fx['mean_abs_error']:.3g}")
+    for f in report.get("findings", []):
+        lines.append(f"  {f['severity']}: layer '{f['layer']}': {f['message']}")
+    return "\n".join(lines)
 
 
 # ---- run -------------------------------------------------------------------------------------------
@@ -300,8 +372,12 @@ def _print_manifest(man: dict[str, Any]) -> None:
     print(_accuracy_line(man.get("accuracy", {})))
     for name, m in man.get("accuracy", {}).get("outputs", {}).items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    if back.get("report"):
+        print(_fpga_summary(back["report"]))
     members = man.get("members", {})
-    print(f"members: {', '.join(members)}")
+    shown = [m for m in members if not m.startswith("project/")]
+    project = len(members) - len(shown)
+    print(f"members: {', '.join(shown)}" + (f" + {project} files of the HLS project under project/" if project else ""))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -354,7 +430,16 @@ def cmd_targets(args: argparse.Namespace) -> int:
     rows = [("target", "backend", "variants built", "on this machine", "description")]
     fallback = None
     for t in TARGETS.values():
-        if t.backend != "cpu_amx" or variants_for is None:
+        if t.backend == "fpga_hls":
+            rows.append((t.name, t.backend, "csim", _fpga_status(),
+                         f"{t.description} ({t.part}, {t.clock_mhz:g} MHz, {t.resources.get('dsp', 0)} DSP)"))
+            continue
+        if t.backend == "cuda":
+            import shutil
+            rows.append((t.name, t.backend, t.sm, "compiles (nvcc)" if shutil.which("nvcc") else "needs nvcc",
+                         t.description))
+            continue
+        if variants_for is None:
             rows.append((t.name, t.backend, "-", "not in this version", t.description))
             continue
         try:
@@ -373,6 +458,16 @@ def cmd_targets(args: argparse.Namespace) -> int:
         print(f"\nthis CPU lacks AMX: artifacts of AMX targets run their {fallback.upper()} fallback variant here "
               f"(same results, slower).")
     return 0
+
+
+def _fpga_status() -> str:
+    from .errors import BackendError
+    try:
+        from .backends.fpga_hls.toolchain import ap_types_dir
+        ap_types_dir()
+        return "C-simulates"
+    except BackendError:
+        return "needs .[fpga] extra"
 
 
 # ---- parser ----------------------------------------------------------------------------------------
@@ -406,6 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", dest="output_dir_layout", action="store_true",
                    help="write the artifact as a directory instead of a zip")
     p.add_argument("--cache-dir", help="build cache directory (default ~/.cache/accelc)")
+    g = p.add_argument_group("FPGA targets (u280, u55c, u250, zcu104, vck190)")
+    g.add_argument("--fpga-bits", type=int, default=None, metavar="N",
+                   help="fixed-point width of activations and weights (default 16)")
+    g.add_argument("--fpga-io", choices=["io_parallel", "io_stream"], default=None,
+                   help="io_parallel (arrays, lowest latency; default) or io_stream (streams, DATAFLOW)")
+    g.add_argument("--reuse-factor", type=int, default=None, metavar="R",
+                   help="multiplies sharing one DSP in every layer (default 1)")
+    g.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ", help="clock (default: the part's)")
+    g.add_argument("--fpga-config", metavar="FILE.json",
+                   help="options as JSON, incl. per-layer settings: {\"layers\": {\"NAME\": {\"result\": "
+                        "\"fixed<18,8>\", \"reuse_factor\": 4}}}")
+    g.add_argument("--calibration", metavar="FILE.npz",
+                   help="calibration samples, one array per input (numpy.savez(path, x=samples))")
+    g.add_argument("--hls-project", metavar="DIR", help="also write the Vitis HLS project into DIR")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", parents=[common], help="run an .accelc artifact on .npy inputs")

@@ -114,13 +114,18 @@ class CompiledModel:
 def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", opt_level: int = 2,
             shapes: Mapping[str, Any] | None = None, threads: int = 0, cache_dir: str | os.PathLike | None = None,
             debug: bool = False, dump_after: Iterable[str] = (), stop_after: str | None = None,
-            progress: Progress | None = None, measure_accuracy: bool = True) -> CompiledModel:
+            progress: Progress | None = None, measure_accuracy: bool = True,
+            fpga: Mapping[str, Any] | None = None) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ``onnx.ModelProto``) for ``target``.
 
     ``shapes`` fixes symbolic input dimensions (``{"input_ids": (1, 128)}`` or ``"1x128"``); backends
     need every dimension static. ``stop_after`` ends the pass pipeline after that pass and lowers the
     graph as it is then (to bisect a pass that breaks numerics); ``dump_after`` prints the IR after the
     named passes to stderr. ``progress`` receives one line per step (the CLI prints them).
+
+    ``fpga`` sets the FPGA backend's options for FPGA targets (``u280``...): ``bits`` (default 16),
+    ``io`` (``io_parallel``/``io_stream``), ``reuse_factor``, ``rounding``/``overflow`` modes,
+    ``clock_mhz``, per-layer ``layers`` settings and ``calibration`` data ({input name: samples}).
     """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
@@ -131,6 +136,15 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     if not isinstance(threads, int) or threads < 0:
         raise AccelcError(f"threads must be a non-negative integer (0: all cores), got {threads!r}")
     fixed_shapes = {str(k): parse_shape(v) for k, v in (shapes or {}).items()}
+    if tgt.backend == "fpga_hls":
+        if dtype != "fp32":
+            raise AccelcError(f"dtype '{dtype}' does not apply to FPGA targets: they compute in fixed point, "
+                              f"chosen per layer from calibration; set the width with fpga={{'bits': N}} "
+                              f"(--fpga-bits N)")
+        from .backends.fpga_hls.config import FpgaOptions
+        fpga = FpgaOptions.parse(fpga)
+    elif fpga is not None:
+        raise AccelcError(f"fpga options apply to FPGA targets only; '{tgt.name}' is a {tgt.backend} target")
 
     from .backends import BackendOptions, get_backend
     backend = get_backend(tgt.backend)          # fails early for targets whose backend is not built
@@ -171,7 +185,7 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     t0 = time.perf_counter()
     say(f"backend: generating and building code for '{tgt.name}' ({len(graph.nodes)} nodes)")
     parts = backend.lower(graph, tgt, BackendOptions(threads=threads, cache_dir=_str(cache_dir), debug=debug,
-                                                     verbose=debug))
+                                                     verbose=debug, fpga=fpga))
     timings["backend"] = time.perf_counter() - t0
 
     manifest: dict[str, Any] = {

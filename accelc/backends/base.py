@@ -17,6 +17,7 @@ class BackendOptions:
     verbose: bool = False
     allow_tf32: bool = False       # CUDA: fp32 GEMMs may use TF32 tensor cores (10-bit mantissa products)
     cutlass_dir: str | None = None # CUDA: CUTLASS include root; None: the nvidia-cutlass package
+    fpga: Any = None               # FPGA: FpgaOptions or a dict of them (bits, io, reuse_factor, ...)
 
 
 @dataclass
@@ -48,5 +49,9 @@ def get_backend(name: str) -> Backend:
     if name == "cuda":
         from .cuda import CudaBackend
         return CudaBackend()
+    if name == "fpga_hls":
+        from .fpga_hls import FpgaHlsBackend
+        return FpgaHlsBackend()
     raise BackendError(f"the '{name}' backend is not available in this version of accelc; "
-                       f"use a CPU target (spr, emr, gnr, host) or a CUDA target (a100, h100, ...)")
+                       f"use a CPU target (spr, emr, gnr, host), a CUDA target (a100, h100, ...) or an FPGA "
+                       f"target (u280, u55c, u250, zcu104, vck190)")

@@ -130,7 +130,11 @@ def pipeline_for(opt_level: int, dtype: str = "fp32", target: Target | None = No
         canonical = FixedPoint((fold_constants.PASS, simplify_shapes.PASS, remove_identities.PASS,
                                 fold_batchnorm.PASS))
         pipeline = [canonical, eliminate_common_subexpressions.PASS, eliminate_dead_code.PASS]
-        if opt_level >= 2:
+        if opt_level >= 2 and target is not None and target.backend == "fpga_hls":
+            # FPGA layers keep one fixed-point type per op: epilogues are fused (the backend splits
+            # them into typed layers again) but elementwise chains are not
+            pipeline += [fuse_epilogues.PASS, eliminate_dead_code.PASS]
+        elif opt_level >= 2:
             pipeline += [fuse_epilogues.PASS, fuse_elementwise.PASS, eliminate_dead_code.PASS]
     if dtype == "bf16":
         if opt_level < 2:

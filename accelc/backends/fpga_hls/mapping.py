@@ -72,7 +72,10 @@ class Mapper:
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _fresh(self, base: str) -> str:
-        name = c_identifier(base)
+        # Values are top-function locals named v_<IR name>; layers name their global constants
+        # <layer>_<suffix> after their IR name without the prefix (see _lname), so a tensor can never
+        # shadow a layer's weights whatever the model's names are.
+        name = "v_" + c_identifier(base)
         if name in self.used or name == self.name:
             i = 1
             while f"{name}_{i}" in self.used:
@@ -104,6 +107,12 @@ class Mapper:
     def _new_value(self, ir_name: str, node: Node | None, nhwc: bool, shape=None) -> _Mapped:
         shape = shape if shape is not None else self._sample_shape(ir_name, node, nhwc)
         return _Mapped(Value(self._fresh(ir_name), tuple(shape), source=ir_name), nhwc)
+
+    @staticmethod
+    def _lname(m: "_Mapped") -> str:
+        """The layer computing value ``m``: its name without the v_ prefix (L_ when that starts with v_)."""
+        name = m.value.name[2:]
+        return "L_" + name if name.startswith("v_") or not name else name
 
     def _const(self, v: str) -> np.ndarray | None:
         return self.g.constants.get(v)
@@ -174,7 +183,7 @@ class Mapper:
             x = self.env[node.inputs[0]]
             out = self._new_value(node.outputs[0], node, True)
             mode = "avg" if op == "GlobalAveragePool" else "max"
-            self._add(self._L[0].GlobalPool(out.value.name, x.value, out.value, mode, nodes=[node.name]))
+            self._add(self._L[0].GlobalPool(self._lname(out), x.value, out.value, mode, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op in ACTIVATIONS:
@@ -183,7 +192,7 @@ class Mapper:
             alpha = float(getattr(node.attrs, "alpha", 0.01) or 0.01) if op == "LeakyRelu" else 0.01
             if op == "Gelu" and getattr(node.attrs, "approximate", "none") != "none":
                 self._refuse(node, "tanh-approximated GELU is not implemented; export with the exact (erf) GELU")
-            self._add(d.Activation(out.value.name, x.value, out.value, ACTIVATIONS[op], alpha, nodes=[node.name]))
+            self._add(d.Activation(self._lname(out), x.value, out.value, ACTIVATIONS[op], alpha, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op in ("Add", "Sub", "Mul", "Div"):
@@ -194,7 +203,7 @@ class Mapper:
             if x.nhwc or node.attrs.axis not in (-1, rank - 1):
                 self._refuse(node, f"softmax over axis {node.attrs.axis}; only the last axis is supported")
             out = self._new_value(node.outputs[0], node, False)
-            self._add(d.Softmax(out.value.name, x.value, out.value, nodes=[node.name]))
+            self._add(d.Softmax(self._lname(out), x.value, out.value, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op == "LayerNormalization":
@@ -207,7 +216,7 @@ class Mapper:
             if gamma is None or (len(node.inputs) > 2 and node.inputs[2] and beta is None):
                 self._refuse(node, "its scale and bias must be constants")
             out = self._new_value(node.outputs[0], node, False)
-            self._add(self._L[2].LayerNorm(out.value.name, x.value, out.value, np.asarray(gamma, np.float64).ravel(),
+            self._add(self._L[2].LayerNorm(self._lname(out), x.value, out.value, np.asarray(gamma, np.float64).ravel(),
                                            None if beta is None else np.asarray(beta, np.float64).ravel(),
                                            float(node.attrs.epsilon), nodes=[node.name]))
             self.env[node.outputs[0]] = out
@@ -219,7 +228,7 @@ class Mapper:
                 self._refuse(node, "its parameters must be constants")
             s = scale / np.sqrt(var.astype(np.float64) + node.attrs.epsilon)
             out = self._new_value(node.outputs[0], node, x.nhwc)
-            self._add(d.ScaleShift(out.value.name, x.value, out.value, s, bias - mean * s, nodes=[node.name]))
+            self._add(d.ScaleShift(self._lname(out), x.value, out.value, s, bias - mean * s, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
@@ -233,7 +242,7 @@ class Mapper:
             if x.nhwc:
                 self._refuse(node, "transposing a tensor that feeds convolutions is not supported")
             out = self._new_value(node.outputs[0], node, False)
-            self._add(self._L[2].Transpose(out.value.name, x.value, out.value, tuple(p - 1 for p in perm[1:]),
+            self._add(self._L[2].Transpose(self._lname(out), x.value, out.value, tuple(p - 1 for p in perm[1:]),
                                            nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
@@ -248,7 +257,7 @@ class Mapper:
                 self._refuse(node, "inputs in different layouts")
             per_axis = (axis - 2 if axis >= 2 else rank - 2) if nhwc else axis - 1
             out = self._new_value(node.outputs[0], node, nhwc)
-            self._add(d.Concat(out.value.name, [x.value for x in xs], out.value, per_axis, nodes=[node.name]))
+            self._add(d.Concat(self._lname(out), [x.value for x in xs], out.value, per_axis, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         self._refuse(node, "no FPGA layer for this op")
@@ -278,7 +287,7 @@ class Mapper:
             if trans_b:
                 self._refuse(node, "a transposed activation operand (insert an explicit Transpose)")
             out = self._new_value(final, node, False)
-            self._add(self._L[2].MatMul(out.value.name, x.value, y.value, out.value, nodes=[node.name]))
+            self._add(self._L[2].MatMul(self._lname(out), x.value, y.value, out.value, nodes=[node.name]))
             self.env[final] = out
             return
         w = np.asarray(w, dtype=np.float64)
@@ -299,7 +308,7 @@ class Mapper:
             b = b[0].copy()
         steps = self._epilogue_steps(residual, act)
         mid = self._new_value(final if not steps else final + "_acc", node, False, self._sample_shape(final, node, False))
-        self._add(d.Dense(mid.value.name, x.value, mid.value, w * alpha, b, nodes=[node.name]))
+        self._add(d.Dense(self._lname(mid), x.value, mid.value, w * alpha, b, nodes=[node.name]))
         self._epilogue(node, mid, residual, act, final)
 
     def _epilogue_steps(self, residual, act) -> int:
@@ -312,11 +321,11 @@ class Mapper:
             r = self.env[residual]
             last = not (act is not None and act.kind != "none")
             nxt = self._new_value(final if last else final + "_res", node, cur.nhwc, cur.value.shape)
-            self._add(d.Add(nxt.value.name, cur.value, r.value, nxt.value, nodes=[node.name]))
+            self._add(d.Add(self._lname(nxt), cur.value, r.value, nxt.value, nodes=[node.name]))
             cur = nxt
         if act is not None and act.kind != "none":
             nxt = self._new_value(final, node, cur.nhwc, cur.value.shape)
-            self._add(d.Activation(nxt.value.name, cur.value, nxt.value, act.kind, float(act.alpha or 0.01),
+            self._add(d.Activation(self._lname(nxt), cur.value, nxt.value, act.kind, float(act.alpha or 0.01),
                                    nodes=[node.name]))
             cur = nxt
         self.env[final] = cur
@@ -342,7 +351,7 @@ class Mapper:
         final = node.outputs[0]
         steps = self._epilogue_steps(residual, act)
         mid = self._new_value(final if not steps else final + "_acc", node, True, self._sample_shape(final, node, True))
-        self._add(c.Conv(mid.value.name, x.value, mid.value, w, b, tuple(geo.strides),
+        self._add(c.Conv(self._lname(mid), x.value, mid.value, w, b, tuple(geo.strides),
                          tuple(geo.pads_begin) + tuple(geo.pads_end), tuple(geo.dilations), int(at.group),
                          nodes=[node.name]))
         self._epilogue(node, mid, residual, act, final)
@@ -358,7 +367,7 @@ class Mapper:
             self._refuse(node, "dilated pooling")
         out = self._new_value(node.outputs[0], node, True)
         mode = "max" if node.op == "MaxPool" else "avg"
-        self._add(self._L[0].Pool(out.value.name, x.value, out.value, mode, tuple(geo.kernel), tuple(geo.strides),
+        self._add(self._L[0].Pool(self._lname(out), x.value, out.value, mode, tuple(geo.kernel), tuple(geo.strides),
                                   tuple(geo.pads_begin) + tuple(geo.pads_end),
                                   bool(getattr(at, "count_include_pad", False)), nodes=[node.name]))
         self.env[node.outputs[0]] = out
@@ -375,7 +384,7 @@ class Mapper:
             if self._shape(a) != self._shape(b) or xa.nhwc != xb.nhwc:
                 self._refuse(node, "Add of two activations with different shapes (broadcasting)")
             out = self._new_value(out_ir, node, xa.nhwc)
-            self._add(d.Add(out.value.name, xa.value, xb.value, out.value, nodes=[node.name]))
+            self._add(d.Add(self._lname(out), xa.value, xb.value, out.value, nodes=[node.name]))
             self.env[out_ir] = out
             return
         if ca is not None and cb is not None:
@@ -400,7 +409,7 @@ class Mapper:
                 self._refuse(node, "division by zero")
             scale = 1.0 / np.asarray(vec) if not isinstance(vec, float) else 1.0 / vec
         out = self._new_value(out_ir, node, x.nhwc)
-        self._add(d.ScaleShift(out.value.name, x.value, out.value, scale, shift, nodes=[node.name]))
+        self._add(d.ScaleShift(self._lname(out), x.value, out.value, scale, shift, nodes=[node.name]))
         self.env[out_ir] = out
 
     def _reshape(self, node: Node) -> None:
@@ -421,7 +430,7 @@ class Mapper:
         if order is None and out.value.size == x.value.size and self._shape(out_ir)[0] == self.batch:
             # a pure view: the design shares the storage of the input value
             pass
-        self._add(d.Reshape(out.value.name, x.value, out.value, order, nodes=[node.name]))
+        self._add(d.Reshape(self._lname(out), x.value, out.value, order, nodes=[node.name]))
         self.env[out_ir] = out
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ....errors import BackendError
-from ..fixed import FixedType, exact_sum_type, integer_bits_for, require_exact  # noqa: F401
+from ..fixed import FixedType, integer_bits_for, require_exact
 from .base import (MAX_PARTITION, Estimate, Finding, Layer, Precision, Value, bram_18k_for,
                    dsp_per_multiply)
 

@@ -155,7 +155,7 @@ def _fpga_options(args: argparse.Namespace) -> dict[str, Any] | None:
                               "{\"bits\": 16, \"layers\": {\"fc1\": {\"reuse_factor\": 4}}}")
         opts.update(loaded)
     for flag, key in (("fpga_bits", "bits"), ("fpga_io", "io"), ("reuse_factor", "reuse_factor"),
-                      ("clock_mhz", "clock_mhz")):
+                      ("clock_mhz", "clock_mhz"), ("fpga_accum", "accum")):
         if getattr(args, flag) is not None:
             opts[key] = getattr(args, flag)
     if args.calibration:
@@ -509,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reuse-factor", type=int, default=None, metavar="R",
                    help="multiplies sharing one DSP in every layer (default 1)")
     g.add_argument("--clock-mhz", type=float, default=None, metavar="MHZ", help="clock (default: the part's)")
+    g.add_argument("--fpga-accum", metavar="TYPE", default=None,
+                   help="accumulator of every dense/conv layer, e.g. 'fixed<16,6,TRN,WRAP>' (default: exact, "
+                        "wide enough that no sum is rounded)")
     g.add_argument("--fpga-config", metavar="FILE.json",
                    help="options as JSON, incl. per-layer settings: {\"layers\": {\"NAME\": {\"result\": "
                         "\"fixed<18,8>\", \"reuse_factor\": 4}}}")

@@ -302,7 +302,10 @@ def run_hls4ml(model, x: np.ndarray, ref: np.ndarray, args, work: Path, variant:
 
 
 # ---- accelc -------------------------------------------------------------------------------------------------
-def run_accelc(onnx_path: Path, x: np.ndarray, x_calib: np.ndarray, ref: np.ndarray, args) -> dict:
+def run_accelc(onnx_path: Path, x: np.ndarray, x_calib: np.ndarray, ref: np.ndarray, args,
+               accum: str | None = None) -> dict:
+    """accelc's column; ``accum`` sets every dense layer's accumulator (hls4ml's: ap_fixed<16,6>, which
+    truncates and wraps) instead of accelc's exact ones, for a comparison at truly equal precision."""
     res: dict = {}
     try:
         import accelc
@@ -315,7 +318,7 @@ def run_accelc(onnx_path: Path, x: np.ndarray, x_calib: np.ndarray, ref: np.ndar
     try:
         t0 = time.perf_counter()
         m = accelc.compile(str(onnx_path), target="u280", shapes={"x": (n, LAYERS[0])},
-                           fpga={"bits": 16, "io": args.io, "reuse_factor": args.reuse,
+                           fpga={"bits": 16, "io": args.io, "reuse_factor": args.reuse, "accum": accum,
                                  "calibration": {"x": x_calib}})
         res["build_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -424,6 +427,8 @@ def main(argv=None) -> int:
             cols[f"hls4ml ({v})"] = run_hls4ml(model, x, ref, args, work, v)
         print("accelc: compiling and building the C-simulation ...", flush=True)
         cols["accelc"] = run_accelc(onnx_path, x, x_calib, ref, args)
+        cols["accelc (hls4ml's 16-bit accum)"] = run_accelc(onnx_path, x, x_calib, ref, args,
+                                                             accum="fixed<16,6,TRN,WRAP>")
 
         print()
         print(f"Jet-tagging MLP, {args.io}, reuse factor {args.reuse}, {args.n} samples, vs the float PyTorch output "

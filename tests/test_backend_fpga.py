@@ -231,3 +231,21 @@ def test_cli_compile_writes_project_and_run_simulates(tmp_path):
     assert proc.returncode == 0, proc.stderr
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode != 0 and "--force" in again.stderr
+
+
+def test_narrow_accumulators_and_a_wide_softmax_input_stay_bit_exact(tmp_path):
+    """hls4ml-style 16-bit accumulators (truncate and wrap) everywhere, and a 37-bit result type feeding
+    the softmax (the configuration whose table index is too coarse in hls4ml): still bit-exact, and the
+    softmax, indexed at its input's resolution, stays accurate."""
+    model = fpga_models.jet_mlp()
+    fc4 = next(n.name for n in model.graph.node if n.name.startswith("fc4_mm"))
+    fpga = {"calibration": _calib("x", (16,), 256, seed=12), "accum": "fixed<16,6,TRN,WRAP>",
+            "layers": {fc4: {"result": "fixed<37,17>", "accum": "fixed<40,18>"}}}
+    compiled = accelc.compile(model, "u280", shapes={"x": (64, 16)}, fpga=fpga)
+    x = np.random.default_rng(13).standard_normal((64, 16)).astype(np.float32)
+    _check_bit_exact(compiled, fpga, {"x": x}, tmp_path, codes_main=False)
+    report = compiled.manifest["backend"]["report"]
+    assert report["options"]["accum"] == "fixed<16,6,TRN,WRAP>"
+    dense = [layer for layer in report["layers"] if layer["kind"] == "dense"]
+    assert dense[-1]["type"].startswith("fixed<37,17")
+    assert report["float_vs_fixed"]["max_abs_error"] < 0.05, report["float_vs_fixed"]

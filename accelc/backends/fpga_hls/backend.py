@@ -37,21 +37,22 @@ def _cache_dir(options: BackendOptions) -> Path:
     return Path(base) / "accelc" / "fpga"
 
 
-def float_vs_fixed(d: Design, calib: list[np.ndarray]) -> dict[str, Any]:
-    """Error of the fixed-point model against the design's float model on the calibration samples."""
+def float_vs_fixed(d: Design, calib: list[np.ndarray], names: list[str] | None = None) -> dict[str, Any]:
+    """Error of the fixed-point model against the design's float model on the calibration samples
+    (per output, keyed by ``names``: the model's output names)."""
     codes = [v.type.from_float(a) for v, a in zip(d.inputs, calib)]
     fixed = [v.type.to_float(c) for v, c in zip(d.outputs, fx_eval_design(d, codes))]
     ref = float_eval_design(d, calib)
     out: dict[str, Any] = {"samples": int(calib[0].shape[0]) if calib else 0, "outputs": {}}
     worst, mean = 0.0, 0.0
-    for v, f, r in zip(d.outputs, fixed, ref):
+    for i, (v, f, r) in enumerate(zip(d.outputs, fixed, ref)):
         diff = np.abs(f - r)
         m: dict[str, Any] = {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean()),
                              "output_lsb": v.type.lsb}
         flat_f, flat_r = f.reshape(f.shape[0], -1), r.reshape(r.shape[0], -1)
         if flat_r.shape[1] > 1:
             m["top1_agreement"] = float(np.mean(flat_f.argmax(1) == flat_r.argmax(1)))
-        out["outputs"][v.name] = m
+        out["outputs"][names[i] if names else v.name] = m
         worst, mean = max(worst, m["max_abs_error"]), max(mean, m["mean_abs_error"])
     out["max_abs_error"], out["mean_abs_error"] = worst, mean
     return out
@@ -91,7 +92,7 @@ class FpgaHlsBackend:
             "total": totals(design, ests, clock),
             "capacity": {k: int(target.resources.get(k, 0)) for k in ("dsp", "bram_18k", "lut", "ff")},
             "findings": [{"severity": f.severity, "layer": f.layer, "message": f.message} for f in findings],
-            "float_vs_fixed": float_vs_fixed(design, calib),
+            "float_vs_fixed": float_vs_fixed(design, calib, [p.ir_name for p in out_ports]),
         }
         report["utilization"] = {k: round(report["total"][k] / v, 4) if v else None
                                  for k, v in report["capacity"].items()}

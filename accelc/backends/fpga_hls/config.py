@@ -21,6 +21,7 @@ from .layers.base import Precision
 from .mapping import Port
 
 LAYER_KEYS = ("result", "weight", "bias", "accum", "table", "reuse_factor")
+ACCUMULATING = ("dense", "conv")       # layers whose sums take an "accum" type
 DEFAULT_CALIBRATION_SAMPLES = 512
 CALIBRATION_SEED = 1
 
@@ -33,6 +34,7 @@ class FpgaOptions:
     rounding: str = "RND"              # quantization mode of activations (weights: RND_CONV)
     overflow: str = "SAT"              # overflow mode of activations and weights
     clock_mhz: float | None = None     # None: the target's default clock
+    accum: str | None = None           # accumulator type of every dense/conv layer; None: exact
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: Mapping[str, np.ndarray] | None = None
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
@@ -67,6 +69,8 @@ class FpgaOptions:
             raise AccelcError(f"overflow must be one of {', '.join(OVERFLOW)}, got {self.overflow!r}")
         if self.clock_mhz is not None and not (isinstance(self.clock_mhz, (int, float)) and 1 <= self.clock_mhz <= 1000):
             raise AccelcError(f"clock must be between 1 and 1000 MHz, got {self.clock_mhz!r}")
+        if self.accum is not None:
+            parse_type(self.accum, self.rounding, self.overflow)
         for layer, settings in self.layers.items():
             if not isinstance(settings, Mapping):
                 raise AccelcError(f"fpga settings of layer '{layer}' must be a dict such as "
@@ -77,7 +81,8 @@ class FpgaOptions:
 
     def describe(self) -> dict[str, Any]:
         return {"bits": self.bits, "io": self.io, "reuse_factor": self.reuse_factor, "rounding": self.rounding,
-                "overflow": self.overflow, "clock_mhz": self.clock_mhz, "layers": self.layers,
+                "overflow": self.overflow, "clock_mhz": self.clock_mhz, "accum": self.accum or "exact",
+                "layers": self.layers,
                 "calibration": "user data" if self.calibration is not None else
                 f"{self.calibration_samples} seeded standard-normal samples"}
 
@@ -121,6 +126,11 @@ def resolve_overrides(design: Design, opts: FpgaOptions) -> dict[str, dict[str, 
                               f"{', '.join(sorted(names))} (or the names of the ONNX nodes they come from)")
         for t in targets:
             out.setdefault(t, {}).update(parsed)
+    if opts.accum is not None:       # the global accumulator, where a layer has none of its own
+        acc = parse_type(opts.accum, "TRN", "WRAP")
+        for layer in design.layers:
+            if layer.kind in ACCUMULATING and "accum" not in out.get(layer.name, {}):
+                out.setdefault(layer.name, {})["accum"] = acc
     return out
 
 

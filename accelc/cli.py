@@ -134,7 +134,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     man = compiled.manifest
     variants = man["backend"].get("variants", [])
     here = compiled.variant or "cannot run on this machine"
-    print(f"wrote {path} (target {man['target']}, {man['options']['dtype']}, variants {','.join(variants) or '?'}; "
+    numbers = "fixed point" if report is not None else man['options']['dtype']
+    print(f"wrote {path} (target {man['target']}, {numbers}, variants {','.join(variants) or '?'}; "
           f"runs here as: {here}; {_fmt_bytes(size)})")
     print(_accuracy_line(man.get("accuracy", {})))
     return 0
@@ -286,7 +287,7 @@ def _check_against_onnx(model_path: str, feeds: dict[str, np.ndarray], outputs: 
                 failures.append(f"{name}: values differ")
             continue
         m = compare_outputs(got, want)
-        if dtype == "bf16":
+        if dtype in ("bf16", "fixed"):      # reduced precision: judged by cosine similarity
             ok = m["cosine"] > 0.999
             rule = "cosine > 0.999"
         else:
@@ -326,8 +327,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = (f"min {vals.min():.6g} max {vals.max():.6g} mean {vals.mean():.6g}" if arr.size else "empty")
         print(f"  {name}: {arr.dtype.name} {_fmt_shape(arr.shape)}  {summary}")
     if args.check_against_onnx:
+        fixed = module.manifest.get("backend", {}).get("name") == "fpga_hls"
         lines = _check_against_onnx(args.check_against_onnx, feeds, outputs,
-                                    module.manifest.get("options", {}).get("dtype", "fp32"))
+                                    "fixed" if fixed else module.manifest.get("options", {}).get("dtype", "fp32"))
         print("checked against ONNX Runtime: ok\n" + "\n".join(lines))
     if args.output_dir:
         try:

@@ -179,6 +179,21 @@ def firmware(d: Design) -> dict[str, str]:
     return files
 
 
+def call_top(d: Design, indent: str) -> list[str]:
+    """Statements that run the top function once on the arrays ``<value>_a`` of its ports (through
+    streams in io_stream): the same call in the testbench, the C ABI library and the codes main."""
+    if d.io == "io_parallel":
+        return [f"{indent}{d.name}({', '.join(f'{v.name}_a' for v in (*d.inputs, *d.outputs))});"]
+    lines = [f"{indent}hls::stream<accelc_hls::packet<{v.ctype}, {v.packet}> > {v.name}_s;"
+             for v in (*d.inputs, *d.outputs)]
+    lines += [f"{indent}accelc_hls::array_to_stream<{v.ctype}, {v.packet}, {v.size}>({v.name}_a, {v.name}_s);"
+              for v in d.inputs]
+    lines.append(f"{indent}{d.name}({', '.join(f'{v.name}_s' for v in (*d.inputs, *d.outputs))});")
+    lines += [f"{indent}accelc_hls::stream_to_array<{v.ctype}, {v.packet}, {v.size}>({v.name}_s, {v.name}_a);"
+              for v in d.outputs]
+    return lines
+
+
 def codes_main(d: Design) -> str:
     """A C-simulation ``main``: reads ``batch`` then every input's raw codes per sample from stdin, runs
     the top function once per sample and prints every output's codes (one sample per line)."""
@@ -192,17 +207,7 @@ def codes_main(d: Design) -> str:
         lines += [f"        for (int i = 0; i < {v.size}; i++) {{",
                   f'            if (scanf("%lld", &c) != 1) return 3;',
                   f"            {v.name}_a[i].range() = c;", "        }"]
-    if d.io == "io_parallel":
-        args = [f"{v.name}_a" for v in (*d.inputs, *d.outputs)]
-        lines.append(f"        {d.name}({', '.join(args)});")
-    else:
-        for v in (*d.inputs, *d.outputs):
-            lines.append(f"        hls::stream<accelc_hls::packet<{v.ctype}, {v.packet}> > {v.name}_s;")
-        for v in d.inputs:
-            lines.append(f"        accelc_hls::array_to_stream<{v.ctype}, {v.packet}, {v.size}>({v.name}_a, {v.name}_s);")
-        lines.append(f"        {d.name}({', '.join(f'{v.name}_s' for v in (*d.inputs, *d.outputs))});")
-        for v in d.outputs:
-            lines.append(f"        accelc_hls::stream_to_array<{v.ctype}, {v.packet}, {v.size}>({v.name}_s, {v.name}_a);")
+    lines += call_top(d, "        ")
     for v in d.outputs:
         lines += [f"        for (int i = 0; i < {v.size}; i++)",
                   f'            printf("%lld ", (long long)std::ldexp({v.name}_a[i].to_double(), {v.type.frac}));']

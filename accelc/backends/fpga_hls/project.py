@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codegen import Design, firmware
+from .codegen import Design, call_top, firmware
 from .mapping import Port
 from .toolchain import HLS_SRC
 
@@ -38,16 +38,7 @@ def testbench(d: Design) -> str:
         lines.append(f"        static {v.ctype} {v.name}_a[{v.size}];")
     for v in d.inputs:
         lines.append(f"        for (int i = 0; i < {v.size}; i++) {{ in >> v; {v.name}_a[i] = v; }}")
-    if d.io == "io_parallel":
-        lines.append(f"        {d.name}({', '.join(f'{v.name}_a' for v in (*d.inputs, *d.outputs))});")
-    else:
-        for v in (*d.inputs, *d.outputs):
-            lines.append(f"        hls::stream<accelc_hls::packet<{v.ctype}, {v.packet}> > {v.name}_s;")
-        for v in d.inputs:
-            lines.append(f"        accelc_hls::array_to_stream<{v.ctype}, {v.packet}, {v.size}>({v.name}_a, {v.name}_s);")
-        lines.append(f"        {d.name}({', '.join(f'{v.name}_s' for v in (*d.inputs, *d.outputs))});")
-        for v in d.outputs:
-            lines.append(f"        accelc_hls::stream_to_array<{v.ctype}, {v.packet}, {v.size}>({v.name}_s, {v.name}_a);")
+    lines += call_top(d, "        ")
     lines += ["        bool have_expected = fexp.is_open() && std::getline(fexp, expected);",
               "        std::istringstream ex(have_expected ? expected : std::string());"]
     for v in d.outputs:
@@ -109,16 +100,7 @@ def csim_library(d: Design, in_ports: list[Port], out_ports: list[Port]) -> str:
         at = f"{v.name}_map[k]" if p.perm is not None else "k"
         lines += [f"        const float* in{i} = {src};",
                   f"        for (int k = 0; k < {v.size}; k++) {v.name}_a[k] = (double)in{i}[{at}];"]
-    if d.io == "io_parallel":
-        lines.append(f"        {d.name}({', '.join(f'{v.name}_a' for v in (*d.inputs, *d.outputs))});")
-    else:
-        for v in (*d.inputs, *d.outputs):
-            lines.append(f"        hls::stream<accelc_hls::packet<{v.ctype}, {v.packet}> > {v.name}_s;")
-        for v in d.inputs:
-            lines.append(f"        accelc_hls::array_to_stream<{v.ctype}, {v.packet}, {v.size}>({v.name}_a, {v.name}_s);")
-        lines.append(f"        {d.name}({', '.join(f'{v.name}_s' for v in (*d.inputs, *d.outputs))});")
-        for v in d.outputs:
-            lines.append(f"        accelc_hls::stream_to_array<{v.ctype}, {v.packet}, {v.size}>({v.name}_s, {v.name}_a);")
+    lines += call_top(d, "        ")
     for i, p in enumerate(out_ports):
         v = p.value
         at = f"{v.name}_map[k]" if p.perm is not None else "k"

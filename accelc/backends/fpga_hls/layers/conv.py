@@ -185,6 +185,21 @@ def _sum_type(x_t: FixedType, terms: int) -> FixedType:
 
 
 # ---- Conv -----------------------------------------------------------------------------------------
+def _pool_types(layer: Layer, p: Precision, terms: int, divisors: Sequence[int]) -> None:
+    """Max pooling keeps the input type; average pooling gets an exact sum type and a reciprocal table
+    of its divisors."""
+    x_t = layer.inputs[0].type
+    if layer.mode == "max":
+        if layer.output.type is None:
+            layer.output.type = p.override(layer.name, "result") or x_t
+        return
+    if layer.output.type is None:
+        layer.output.type = p.override(layer.name, "result") or p.for_value(layer.output)
+    layer.sum_t = _sum_type(x_t, terms)
+    frac = _recip_frac(layer.output.type, x_t, layer.sum_t, terms)
+    layer.recip_t, layer.recip_codes = _recip_table(frac, divisors)
+
+
 class Conv(Layer):
     """ONNX Conv, channels-last: 1-D ``x (L, Cin) -> (Lo, Cout)`` or 2-D ``x (H, W, Cin) -> (Ho, Wo, Cout)``.
 
@@ -487,16 +502,7 @@ class Pool(Layer):
         return y.reshape(b, *self.output.shape)
 
     def choose_types(self, p: Precision) -> None:
-        x_t = self.inputs[0].type
-        if self.mode == "max":
-            if self.output.type is None:
-                self.output.type = p.override(self.name, "result") or x_t
-            return
-        if self.output.type is None:
-            self.output.type = p.override(self.name, "result") or p.for_value(self.output)
-        self.sum_t = _sum_type(x_t, self.n_win)
-        frac = _recip_frac(self.output.type, x_t, self.sum_t, self.n_win)
-        self.recip_t, self.recip_codes = _recip_table(frac, range(self.n_win + 1))
+        _pool_types(self, p, self.n_win, range(self.n_win + 1))
 
     def fx_eval(self, xc):
         g = self.g
@@ -618,16 +624,7 @@ class GlobalPool(Layer):
         return y.reshape(a.shape[0], *self.output.shape)
 
     def choose_types(self, p: Precision) -> None:
-        x_t = self.inputs[0].type
-        if self.mode == "max":
-            if self.output.type is None:
-                self.output.type = p.override(self.name, "result") or x_t
-            return
-        if self.output.type is None:
-            self.output.type = p.override(self.name, "result") or p.for_value(self.output)
-        self.sum_t = _sum_type(x_t, self.n_pos)
-        frac = _recip_frac(self.output.type, x_t, self.sum_t, self.n_pos)
-        self.recip_t, self.recip_codes = _recip_table(frac, [self.n_pos])
+        _pool_types(self, p, self.n_pos, [self.n_pos])
 
     def fx_eval(self, xc):
         x_t, out_t = self.inputs[0].type, self.output.type

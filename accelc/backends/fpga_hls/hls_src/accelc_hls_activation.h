@@ -118,17 +118,27 @@ void activation_stream(hls::stream<packet<data_T, P> >& in, hls::stream<packet<r
 // ---- softmax over rows of N elements ---------------------------------------------------------------
 // For each row: m = max(x); D = code(m) - code(x) >= 0 (exact); e = exp(-D * 2**-F) from one table
 // (n_lo entries indexed by D, when n_hi == 0) or two (exp_hi[D >> lo_bits] * exp_lo[D & (2**lo_bits-1)],
-// rounded to exp_t), and e = 0 for D >= d_max; s = exact integer sum of e's codes; q = 2**P / s (one
-// exact integer division); y = e_code * q (a value with P fractional bits) assigned to res_T.
+// rounded to exp_t), and e = 0 for D >= d_max; s = exact integer sum of e's codes (s >= 2**(EW-1):
+// the row's maximum has e == 1). Then, without a divider (exact_division == false):
+//   sh = sum_width - (bit length of s), in 0..lg: a priority encoder over bits EW .. sum_width-1;
+//   m = (s << sh) >> (sum_width - m_bits): the mantissa, top bit set;
+//   i = the t_bits of m below its leading one; r0 = recip[i] ~ 1/m, r0sq = recip_sq[i] = r0**2 (exact);
+//   r1 = 2 r0 - m r0sq = r0 (2 - m r0) (one Newton step, exact), floor-truncated to r1_bits fraction bits;
+//   y = (e << sh) * r1, a value with r1_bits + sum_width - 1 fraction bits, assigned to res_T.
+// With exact_division: q = 2**P / s (one exact integer division); y = e_code * q (P fraction bits).
 // CONFIG_T: n, in_width, exp_width (exp_t is ap_ufixed<exp_width, 1>), d_max, lo_bits, n_lo, n_hi,
-// sum_width, p_bits, q_width; typedef exp_t.
+// sum_width, exact_division, p_bits, q_width, lg, m_bits, t_bits, r_bits (recip_t is ap_ufixed<r_bits, 0>,
+// recip_sq_t ap_ufixed<2 r_bits, 0>), r1_bits, n_recip; typedefs exp_t, recip_t, recip_sq_t.
 template <class data_T, class res_T, class CONFIG_T>
 void softmax_row(const data_T x[CONFIG_T::n], res_T y[CONFIG_T::n],
                  const typename CONFIG_T::exp_t exp_lo[CONFIG_T::n_lo],
-                 const typename CONFIG_T::exp_t exp_hi[CONFIG_T::n_hi > 0 ? CONFIG_T::n_hi : 1]) {
+                 const typename CONFIG_T::exp_t exp_hi[CONFIG_T::n_hi > 0 ? CONFIG_T::n_hi : 1],
+                 const typename CONFIG_T::recip_t recip[CONFIG_T::n_recip],
+                 const typename CONFIG_T::recip_sq_t recip_sq[CONFIG_T::n_recip]) {
 #pragma HLS INLINE
     const int N = CONFIG_T::n;
     const int EW = CONFIG_T::exp_width;
+    const int SW = CONFIG_T::sum_width;
     ap_int<CONFIG_T::in_width + 2> c[N];
 #pragma HLS ARRAY_PARTITION variable=c complete
     for (int i = 0; i < N; i++) {
@@ -143,7 +153,7 @@ MaxLoop:
     }
     ap_uint<EW> e[N];
 #pragma HLS ARRAY_PARTITION variable=e complete
-    ap_uint<CONFIG_T::sum_width> s = 0;
+    ap_uint<SW> s = 0;
 ExpLoop:
     for (int i = 0; i < N; i++) {
 #pragma HLS UNROLL
@@ -161,34 +171,76 @@ ExpLoop:
         e[i] = v.range(EW - 1, 0);
         s += e[i];
     }
-    ap_uint<CONFIG_T::p_bits + 1> num = 1;
-    num <<= CONFIG_T::p_bits;
-    const ap_uint<CONFIG_T::q_width> q = num / s;      // s >= 2**(EW-1): the row's maximum has e == 1
-OutLoop:
-    for (int i = 0; i < N; i++) {
+    if (CONFIG_T::exact_division) {
+        ap_uint<CONFIG_T::p_bits + 1> num = 1;
+        num <<= CONFIG_T::p_bits;
+        const ap_uint<CONFIG_T::q_width> q = num / s;
+    DivOutLoop:
+        for (int i = 0; i < N; i++) {
 #pragma HLS UNROLL
-        ap_uint<EW + CONFIG_T::q_width> prod = e[i] * q;
-        ap_ufixed<EW + CONFIG_T::q_width, EW + CONFIG_T::q_width - CONFIG_T::p_bits> v;
-        v.range(EW + CONFIG_T::q_width - 1, 0) = prod;
-        y[i] = v;
+            ap_uint<EW + CONFIG_T::q_width> prod = e[i] * q;
+            ap_ufixed<EW + CONFIG_T::q_width, EW + CONFIG_T::q_width - CONFIG_T::p_bits> v;
+            v.range(EW + CONFIG_T::q_width - 1, 0) = prod;
+            y[i] = v;
+        }
+    } else {
+        const int MB = CONFIG_T::m_bits;
+        const int RB = CONFIG_T::r_bits;
+        const int QB = CONFIG_T::r1_bits;
+        const int TB = CONFIG_T::t_bits;
+        // leading-one detection: s >= 2**(EW-1), so only bits EW .. SW-1 can hold a higher one
+        ap_uint<8> sh = CONFIG_T::lg;
+    LeadingOne:
+        for (int j = EW; j < SW; j++) {
+#pragma HLS UNROLL
+            if (s[j]) sh = SW - 1 - j;         // the highest set bit is seen last
+        }
+        ap_uint<SW> sn = s;
+        sn <<= sh;
+        const ap_uint<MB> mant = sn >> (SW - MB);
+        const unsigned idx = (unsigned)mant.range(MB - 2, MB - 1 - TB).to_uint64();
+        const typename CONFIG_T::recip_t r0v = recip[idx];
+        const typename CONFIG_T::recip_sq_t r0sqv = recip_sq[idx];
+        const ap_uint<RB> r0 = r0v.range(RB - 1, 0);
+        const ap_uint<2 * RB> r0sq = r0sqv.range(2 * RB - 1, 0);
+        ap_uint<MB + 2 * RB + 1> two_r0 = r0;
+        two_r0 <<= (MB + RB);                  // 2 * r0 at M-1+2R fraction bits
+        const ap_uint<MB + 2 * RB> mr = mant * r0sq;
+        const ap_uint<MB + 2 * RB> r1_full = two_r0 - mr;
+        const ap_uint<QB + 1> r1 = r1_full >> (MB - 1 + 2 * RB - QB);
+    OutLoop:
+        for (int i = 0; i < N; i++) {
+#pragma HLS UNROLL
+            ap_uint<EW + CONFIG_T::lg> es = e[i];
+            es <<= sh;
+            ap_uint<EW + CONFIG_T::lg + QB + 1> prod = es * r1;
+            ap_ufixed<EW + CONFIG_T::lg + QB + 1, EW + CONFIG_T::lg + QB + 1 - (QB + SW - 1)> v;
+            v.range(EW + CONFIG_T::lg + QB, 0) = prod;
+            y[i] = v;
+        }
     }
 }
 
 template <class data_T, class res_T, class CONFIG_T, int ROWS>
 void softmax(const data_T x[ROWS * CONFIG_T::n], res_T y[ROWS * CONFIG_T::n],
              const typename CONFIG_T::exp_t exp_lo[CONFIG_T::n_lo],
-             const typename CONFIG_T::exp_t exp_hi[CONFIG_T::n_hi > 0 ? CONFIG_T::n_hi : 1]) {
+             const typename CONFIG_T::exp_t exp_hi[CONFIG_T::n_hi > 0 ? CONFIG_T::n_hi : 1],
+             const typename CONFIG_T::recip_t recip[CONFIG_T::n_recip],
+             const typename CONFIG_T::recip_sq_t recip_sq[CONFIG_T::n_recip]) {
 #pragma HLS INLINE
     for (int r = 0; r < ROWS; r++) {
 #pragma HLS UNROLL
-        softmax_row<data_T, res_T, CONFIG_T>(x + r * CONFIG_T::n, y + r * CONFIG_T::n, exp_lo, exp_hi);
+        softmax_row<data_T, res_T, CONFIG_T>(x + r * CONFIG_T::n, y + r * CONFIG_T::n, exp_lo, exp_hi,
+                                             recip, recip_sq);
     }
 }
 
 template <class data_T, class res_T, class CONFIG_T, int ROWS>
 void softmax_stream(hls::stream<packet<data_T, CONFIG_T::n> >& in, hls::stream<packet<res_T, CONFIG_T::n> >& out,
                     const typename CONFIG_T::exp_t exp_lo[CONFIG_T::n_lo],
-                    const typename CONFIG_T::exp_t exp_hi[CONFIG_T::n_hi > 0 ? CONFIG_T::n_hi : 1]) {
+                    const typename CONFIG_T::exp_t exp_hi[CONFIG_T::n_hi > 0 ? CONFIG_T::n_hi : 1],
+                    const typename CONFIG_T::recip_t recip[CONFIG_T::n_recip],
+                    const typename CONFIG_T::recip_sq_t recip_sq[CONFIG_T::n_recip]) {
     for (int r = 0; r < ROWS; r++) {
 #pragma HLS PIPELINE II=1
         packet<data_T, CONFIG_T::n> px = in.read();
@@ -200,7 +252,7 @@ void softmax_stream(hls::stream<packet<data_T, CONFIG_T::n> >& in, hls::stream<p
 #pragma HLS UNROLL
             xr[i] = px[i];
         }
-        softmax_row<data_T, res_T, CONFIG_T>(xr, yr, exp_lo, exp_hi);
+        softmax_row<data_T, res_T, CONFIG_T>(xr, yr, exp_lo, exp_hi, recip, recip_sq);
         packet<res_T, CONFIG_T::n> py;
 #pragma HLS ARRAY_PARTITION variable=py.data complete
         for (int i = 0; i < CONFIG_T::n; i++) {

@@ -602,6 +602,9 @@ class Activation(_FamilyLayer):
 
 
 # ---- Softmax ----------------------------------------------------------------------------------------
+SOFTMAX_RECIP_MAX_INDEX_BITS = 10      # at most 1024 reciprocal seeds (one BRAM18K pair per row)
+
+
 def softmax_internal_bits(out: FixedType, length: int) -> int:
     """The accuracy target a (the model aims at 2**-a): the output's fraction, at least 8 bits, at most
     what keeps every intermediate of a row of ``length`` within 61 bits."""
@@ -610,22 +613,72 @@ def softmax_internal_bits(out: FixedType, length: int) -> int:
     return min(max(out.frac, 8), cap)
 
 
-def softmax_error_bound(out: FixedType, length: int, two_tables: bool = True) -> float:
+def softmax_recip_params(out: FixedType, length: int) -> dict[str, int]:
+    """Widths of the fast reciprocal of a row sum (see ``Softmax``): a, fe, sum width SW, lg = ceil(log2 L),
+    index bits T, seed bits R (r0 is ufixed<R, 0>, r0**2 is ufixed<2R, 0>, exact), normalised sum bits M,
+    reciprocal fraction bits Q."""
+    a = softmax_internal_bits(out, length)
+    lg = _clog2(length)
+    fe = a + 1 + _clog2(length + 1)
+    sw = fe + 1 + lg
+    t = min((a + 2) // 2, SOFTMAX_RECIP_MAX_INDEX_BITS)       # ceil((a + 1) / 2)
+    r = t + 3
+    m = min(sw, a + 5)
+    q = min(a + 5, 61 - sw)                 # the output product (fe+1+lg) x (Q+1) bits stays within 62 bits
+    return {"a": a, "fe": fe, "sw": sw, "lg": lg, "t": t, "r": r, "m": m, "q": q}
+
+
+def softmax_recip_table(t: int, r: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The reciprocal seeds for mantissas m in [1, 2) binned by their top ``t`` fraction bits: r0[i] =
+    round(2**r / c_i) with c_i = 1 + (i + 0.5) * 2**-t the bin's midpoint (codes of ufixed<r, 0>; every
+    one is below 2**r), their exact squares (codes of ufixed<2r, 0>), and eps = max |1 - m * r0| over
+    every m of every bin (the seed's relative error; one Newton step squares it)."""
+    i = np.arange(1 << t, dtype=np.float64)
+    c = 1.0 + (i + 0.5) * 2.0 ** -t
+    r0 = np.rint(np.ldexp(1.0, r) / c).astype(np.int64)
+    r0f = np.ldexp(r0.astype(np.float64), -r)
+    lo, hi = 1.0 + i * 2.0 ** -t, 1.0 + (i + 1) * 2.0 ** -t        # m ranges over [lo, hi)
+    eps = float(np.maximum(np.abs(1.0 - lo * r0f), np.abs(1.0 - hi * r0f)).max())
+    return r0, r0 * r0, eps
+
+
+def softmax_error_bound(out: FixedType, length: int, two_tables: bool = True,
+                        exact_division: bool = False) -> float:
     """Largest |fixed softmax - exact softmax of the same (quantized) input| for rows of ``length``.
 
     With a = ``softmax_internal_bits`` and fe = a + 1 + ceil(log2(length + 1)) fractional bits of e:
     each e has error eta <= 1.5 * 2**-fe (+ 2**-(2fe+1)) with two tables (two rounded table values and
     the rounded product; 0.5 * 2**-fe with one table; cut-off terms are below 2**-(fe+1));
     since the row maximum has e = 1 exactly, s >= 1 and |e'/s' - e/s| <= eta * (1 + length)
-    <= 0.75 * 2**-a; q = floor(2**P / s) is low by a relative s/2**P <= 2**-(a+2), at most 0.25 * 2**-a;
-    then one rounding to the output (0.5 LSB, or 1 LSB for truncation) and, where the output type
+    <= 0.75 * 2**-a. The reciprocal of s then has a relative error rho and, as e/s <= 1, adds at most
+    |rho| to the output:
+
+    * exact division (q = floor(2**P / s)): rho in [-s/2**P, 0], |rho| <= 2**-(a+2);
+    * the fast path (``softmax_recip_params``): s = sv * 2**(k-1) with sv in [1, 2); the mantissa mv,
+      sv truncated to M bits, satisfies 1/sv <= 1/mv < (1/sv) / (1 - 2**-(M-1)) (no error when M is
+      the full sum width); one exact Newton step from the seed r0 (relative error eps, from the table)
+      gives r1 = (1/mv)(1 - eps1) with eps1 = (1 - mv r0)**2 in [0, eps**2]; truncating r1 to Q
+      fraction bits removes less than 2**-Q, relative to 1/sv less than sv * 2**-Q < 2**-(Q-1). So
+      rho is in [-(eps**2 + 2**-(Q-1)), 2**-(M-1) / (1 - 2**-(M-1))]. With a 16-bit output,
+      eps**2 ~ 0.2 * 2**-a and the other two terms 2**-(a+4) each (T is capped at 10 index bits: at
+      a >= 20, e.g. a 24-bit output, eps**2 grows to ~2**-(2T+2) = 2**-22, a few output LSBs).
+
+    Then one rounding to the output (0.5 LSB, or 1 LSB for truncation) and, where the output type
     cannot hold 1.0, saturation (1 - its largest value). With a 16-bit ufixed<16,1> output that is
-    1.5 * 2**-15 ~= 4.6e-5 (hls4ml's 16-bit table softmax: ~3e-2 on a 5-way softmax).
+    about 1.3 * 2**-15 ~= 4.0e-5 for both paths (hls4ml's 16-bit table softmax: ~3e-2 on a 5-way
+    softmax).
     """
     a = softmax_internal_bits(out, length)
     fe = a + 1 + _clog2(length + 1)
     eta = (1.5 * 2.0 ** -fe + 2.0 ** -(2 * fe + 1)) if two_tables else 0.5 * 2.0 ** -fe
-    bound = eta * (1 + length) + 0.25 * 2.0 ** -a + _rounding_error_lsb(out) * out.lsb
+    if exact_division:
+        rho = 0.25 * 2.0 ** -a
+    else:
+        p = softmax_recip_params(out, length)
+        _, _, eps = softmax_recip_table(p["t"], p["r"])
+        up = 0.0 if p["m"] >= p["sw"] else 2.0 ** -(p["m"] - 1) / (1.0 - 2.0 ** -(p["m"] - 1))
+        rho = max(up, eps * eps + 2.0 ** -(p["q"] - 1))
+    bound = eta * (1 + length) + rho + _rounding_error_lsb(out) * out.lsb
     if out.max_value < 1.0:
         if out.overflow == "WRAP" or out.overflow == "SAT_ZERO":
             return math.inf
@@ -634,25 +687,38 @@ def softmax_error_bound(out: FixedType, length: int, two_tables: bool = True) ->
 
 
 class Softmax(_FamilyLayer):
-    """Softmax over the last axis (rows of any leading shape), with one exact division per row.
+    """Softmax over the last axis (rows of any leading shape), low latency: no divider.
 
     Per row: m = max(x); D = code(m) - code(x) >= 0 exactly; e = exp(-D * lsb_in) from one table at
     input resolution (when the cut-off D_max <= 1024) or from two tables on the high and low bits of D
     (exp(a + b) = exp(a) * exp(b), product rounded to e's type ufixed<fe+1, 1>), and 0 for D >= D_max
-    where exp < 2**-(fe+1); s = exact sum of the e codes; q = 2**P // s (integer division); out =
-    e * q (P fractional bits) assigned to the output type, ufixed<bits, 1> unless overridden.
-    The error bound is ``softmax_error_bound`` (relative to the exact softmax of the quantized input).
+    where exp < 2**-(fe+1); s = exact sum of the e codes (SW = fe + 1 + ceil(log2 L) bits, s >= 2**fe
+    since the maximum has e = 1). Then the reciprocal, all integer arithmetic with floor shifts
+    (``softmax_recip_params`` gives the widths):
+
+    * k = bit length of s, from a priority encoder over bits fe+1 .. SW-1 (sh = SW - k in 0..lg);
+    * m = (s << sh) >> (SW - M): the mantissa, M bits with the top bit set (value in [1, 2));
+    * i = the T bits of m below its leading one; r0 = seed[i] ~ 1/m (ufixed<R, 0>), r0sq = r0**2 exact;
+    * one Newton step r1 = r0 * (2 - m r0) = 2 r0 - m * r0sq (one multiply, exact), truncated to Q
+      fraction bits (a ufixed<Q+1, 1> code <= 2**Q);
+    * out = (e << sh) * r1, a value with P = Q + SW - 1 fraction bits, assigned to the output type
+      (ufixed<bits, 1> unless overridden) with its rounding and overflow modes.
+
+    ``exact_division=True`` keeps the older scheme: q = 2**P // s (one exact integer division, 20-40
+    cycles deeper) and out = e * q. The error bound of either is ``softmax_error_bound`` (relative to
+    the exact softmax of the quantized input).
     """
     kind = "softmax"
     headers = (COMMON_H, ACT_H)
     SINGLE_TABLE_MAX = 1024
 
-    def __init__(self, name: str, x: Value, out: Value, nodes: Sequence[str] = ()):
+    def __init__(self, name: str, x: Value, out: Value, nodes: Sequence[str] = (), exact_division: bool = False):
         super().__init__(name, [x], out, nodes)
         if tuple(out.shape) != tuple(x.shape):
             raise BackendError(f"softmax layer '{self.name}': output shape {out.shape} differs from the input's {x.shape}")
         self.length = x.packet
         self.rows = x.size // self.length
+        self.exact_division = bool(exact_division)
         self.exp_t = None
 
     def float_eval(self, x: np.ndarray) -> np.ndarray:
@@ -668,7 +734,7 @@ class Softmax(_FamilyLayer):
         a = softmax_internal_bits(out, L)
         lg = _clog2(L)
         fe = a + 1 + _clog2(L + 1)
-        self.a, self.fe = a, fe
+        self.a, self.fe, self.lg = a, fe, lg
         self.exp_t = FixedType(fe + 1, 1, False, "RND", "SAT")
         d_range = xt.max_code - xt.min_code
         d_max = math.floor((fe + 1) * math.log(2.0) * math.ldexp(1.0, xt.frac)) + 1
@@ -687,15 +753,25 @@ class Softmax(_FamilyLayer):
             self.exp_hi = self.exp_t.from_float(
                 np.exp(-(np.arange(self.n_hi, dtype=np.float64) * float(1 << self.lo_bits)) * lsb))
         self.sum_width = fe + 1 + lg
+        # the exact-division path (its C++ branch is compiled either way, so its widths always exist)
         self.p_bits = fe + lg + a + 2
         self.q_width = self.p_bits - fe + 1
-        require_exact(self.p_bits + 1, f"softmax layer '{self.name}': the reciprocal of the row sum")
+        # the fast path
+        rp = softmax_recip_params(out, L)
+        self.rt_bits, self.rr_bits, self.rm_bits, self.rq_bits = rp["t"], rp["r"], rp["m"], rp["q"]
+        self.recip_t = FixedType(self.rr_bits, 0, False, "TRN", "WRAP")
+        self.recip_sq_t = FixedType(2 * self.rr_bits, 0, False, "TRN", "WRAP")
+        if self.exact_division:
+            require_exact(self.p_bits + 1, f"softmax layer '{self.name}': the reciprocal of the row sum")
+            self.recip0 = self.recip_sq = np.zeros(1, dtype=np.int64)     # unused one-entry tables
+            self.recip_eps = 0.0
+        else:
+            self.recip0, self.recip_sq, self.recip_eps = softmax_recip_table(self.rt_bits, self.rr_bits)
+            require_exact(self.rm_bits + 2 * self.rr_bits + 1, f"softmax layer '{self.name}': the Newton step")
+            require_exact(self.sum_width + self.rq_bits + 1, f"softmax layer '{self.name}': the output products")
         require_exact(xt.width + 2, f"softmax layer '{self.name}': the input differences")
 
-    def fx_eval(self, xc: np.ndarray) -> np.ndarray:
-        c = np.asarray(xc, dtype=np.int64)
-        b = c.shape[0]
-        c = c.reshape(b, self.rows, self.length)
+    def _exp_codes(self, c: np.ndarray) -> np.ndarray:
         d = c.max(axis=-1, keepdims=True) - c
         valid = d < self.d_max
         if self.n_hi == 0:
@@ -704,19 +780,46 @@ class Softmax(_FamilyLayer):
             hi = np.minimum(d >> np.int64(self.lo_bits), self.n_hi - 1)
             lo = d & np.int64((1 << self.lo_bits) - 1)
             e = self.exp_t.cast(self.exp_hi[hi] * self.exp_lo[lo], 2 * self.fe)
-        e = np.where(valid, e, 0)
+        return np.where(valid, e, 0)
+
+    def recip_codes(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fast path on row sums ``s`` (integers >= 2**fe): (sh = SW - bit length of s, r1 codes with
+        Q fraction bits, ~ 2**(k-1) / s), exactly as the C++ computes them."""
+        s = np.asarray(s, dtype=np.int64)
+        sw, m_bits, t, r, q = self.sum_width, self.rm_bits, self.rt_bits, self.rr_bits, self.rq_bits
+        sh = np.full(s.shape, self.lg, dtype=np.int64)
+        for j in range(self.fe + 1, sw):                       # priority encoder: the highest set bit wins
+            sh = np.where((s >> np.int64(j)) & 1 == 1, sw - 1 - j, sh)
+        m = (s << sh) >> np.int64(sw - m_bits)
+        idx = (m >> np.int64(m_bits - 1 - t)) & np.int64((1 << t) - 1)
+        r0, r0sq = self.recip0[idx], self.recip_sq[idx]
+        r1_full = (r0 << np.int64(m_bits + r)) - m * r0sq       # 2 r0 - m r0**2, M-1+2R fraction bits
+        r1 = r1_full >> np.int64(m_bits - 1 + 2 * r - q)
+        return sh, r1
+
+    def fx_eval(self, xc: np.ndarray) -> np.ndarray:
+        c = np.asarray(xc, dtype=np.int64)
+        b = c.shape[0]
+        c = c.reshape(b, self.rows, self.length)
+        e = self._exp_codes(c)
         s = e.sum(axis=-1, keepdims=True)
-        q = (np.int64(1) << np.int64(self.p_bits)) // s
-        y = self.output.type.cast(e * q, self.p_bits)
+        if self.exact_division:
+            q = (np.int64(1) << np.int64(self.p_bits)) // s
+            y = self.output.type.cast(e * q, self.p_bits)
+        else:
+            sh, r1 = self.recip_codes(s)
+            y = self.output.type.cast((e << sh) * r1, self.rq_bits + self.sum_width - 1)
         return y.reshape(b, *self.output.shape)
 
     def error_bound(self) -> float:
-        return softmax_error_bound(self.output.type, self.length, self.n_hi > 0)
+        return softmax_error_bound(self.output.type, self.length, self.n_hi > 0, self.exact_division)
 
     def cpp_decls(self) -> str:
         n, xt = self.name, self.inputs[0].type
         return "\n".join([
             f"typedef {self.exp_t.cpp()} {n}_exp_t;",
+            f"typedef {self.recip_t.cpp()} {n}_recip_t;",
+            f"typedef {self.recip_sq_t.cpp()} {n}_recip_sq_t;",
             f"struct {n}_config {{",
             f"    static const int n = {self.length};",
             f"    static const int in_width = {xt.width};",
@@ -726,14 +829,27 @@ class Softmax(_FamilyLayer):
             f"    static const int n_lo = {len(self.exp_lo)};",
             f"    static const int n_hi = {self.n_hi};",
             f"    static const int sum_width = {self.sum_width};",
+            f"    static const bool exact_division = {'true' if self.exact_division else 'false'};",
             f"    static const int p_bits = {self.p_bits};",
             f"    static const int q_width = {self.q_width};",
+            f"    static const int lg = {self.lg};",
+            f"    static const int m_bits = {self.rm_bits};",
+            f"    static const int t_bits = {self.rt_bits};",
+            f"    static const int r_bits = {self.recip_t.width};",
+            f"    static const int r1_bits = {self.rq_bits};",
+            f"    static const int n_recip = {len(self.recip0)};",
             f"    typedef {n}_exp_t exp_t;",
+            f"    typedef {n}_recip_t recip_t;",
+            f"    typedef {n}_recip_sq_t recip_sq_t;",
             "};",
             f"// exp(-D * {xt.lsb!r}) for D = 0..{len(self.exp_lo) - 1}" + ("" if self.n_hi == 0 else
                                                                           f" and D = i * 2**{self.lo_bits}"),
             _c_array(f"{n}_exp_t", f"{n}_exp_lo", self.exp_t, self.exp_lo),
             _c_array(f"{n}_exp_t", f"{n}_exp_hi", self.exp_t, self.exp_hi),
+            ("// unused: exact division" if self.exact_division else
+             f"// reciprocal seeds ~ 1 / (1 + (i + 0.5) * 2**-{self.rt_bits}) and their exact squares"),
+            _c_array(f"{n}_recip_t", f"{n}_recip", self.recip_t, self.recip0),
+            _c_array(f"{n}_recip_sq_t", f"{n}_recip_sq", self.recip_sq_t, self.recip_sq),
             ""])
 
     def cpp_call(self, io: str, ins: Sequence[str], out: str) -> str:
@@ -741,15 +857,19 @@ class Softmax(_FamilyLayer):
         x, n = self.inputs[0], self.name
         fn = "softmax" if io == "io_parallel" else "softmax_stream"
         return (f"accelc_hls::{fn}<{x.ctype}, {self.output.ctype}, {n}_config, {self.rows}>"
-                f"({ins[0]}, {out}, {n}_exp_lo, {n}_exp_hi);")
+                f"({ins[0]}, {out}, {n}_exp_lo, {n}_exp_hi, {n}_recip, {n}_recip_sq);")
 
     def multiplies(self) -> int:
-        return self.inputs[0].size * (2 if self.n_hi else 1)
+        rows = self.inputs[0].size // max(self.length, 1)
+        return self.inputs[0].size * (2 if self.n_hi else 1) + (0 if self.exact_division else rows)
 
     def estimate(self) -> Estimate:
-        """Per parallel row: a max tree and a sum tree (log2 L levels each), L table lookups (two tables:
-        L products too), one P-bit by sum-width divider (P cycles, pipelined: ~P * sum-width LUTs), L
-        output products. Tables of over 1 Kbit are BRAM, one copy per two parallel lookups."""
+        """Per parallel row: a max tree and a sum tree (log2 L levels each, one cycle per level), L table
+        lookups (one cycle; two tables: L products, one more), L output products (one cycle, rounding
+        included). Exact division: one P-bit by sum-width divider (P cycles, pipelined: ~P * sum-width
+        LUTs). Fast path: a priority encoder and the normalising shift (one cycle, in parallel: the L
+        shifts of e by the same amount), the seed tables (one read; over 1 Kbit: BRAM, one copy per two
+        rows), the Newton multiply-subtract 2 r0 - m r0**2 (one cycle, a DSP with its post-adder)."""
         io = self._io()
         xt = self.inputs[0].type
         L = self.length
@@ -759,18 +879,39 @@ class Softmax(_FamilyLayer):
         pb = self.p_bits if self.exp_t else 40
         sw = self.sum_width if self.exp_t else 24
         xw = xt.width if xt else 16
-        dsp = rows_par * L * (dsp_per_multiply(ew, qw) + (dsp_per_multiply(ew, ew) if self.n_hi else 0))
-        bram = 0
+        lg = _clog2(L)
+        exp_dsp = dsp_per_multiply(ew, ew) if self.n_hi else 0
         copies = rows_par * math.ceil(L / 2)
-        lut = rows_par * (L * 2 * xw + L * sw + pb * sw)
+        lut = rows_par * (L * 2 * xw + L * sw)
+        ff = rows_par * L * (ew + xw)
+        bram = 0
         for tab in (getattr(self, "exp_lo", []), getattr(self, "exp_hi", []) if self.n_hi else []):
             bits = len(tab) * ew
             if bits > 1024:
                 bram += copies * bram_18k_for(ew, len(tab))
             elif len(tab):
                 lut += copies * math.ceil(bits / 64)
-        ff = rows_par * (L * (ew + xw) + pb * sw // 2)
-        lat = 2 * _clog2(L) + 3 + pb
+        lat = 2 * lg + 2 + (1 if self.n_hi else 0)
+        if self.exact_division or self.exp_t is None:
+            dsp = rows_par * L * (dsp_per_multiply(ew, qw) + exp_dsp)
+            lut += rows_par * pb * sw
+            ff += rows_par * pb * sw // 2
+            lat += pb
+        else:
+            mb, rb, qb = self.rm_bits, self.rr_bits, self.rq_bits
+            shift_levels = max(1, _clog2(lg + 1))
+            dsp = rows_par * (L * (dsp_per_multiply(ew + lg, qb + 1) + exp_dsp) + dsp_per_multiply(mb, 2 * rb))
+            # priority encoder, the mantissa's and the L e's shifters, the Newton subtraction
+            lut += rows_par * (lg + (mb + L * (ew + lg)) * shift_levels + mb + 2 * rb)
+            ff += rows_par * (mb + 3 * rb + qb + L * (ew + lg))
+            rcopies = math.ceil(rows_par / 2)
+            for width in (rb, 2 * rb):
+                bits = len(self.recip0) * width
+                if bits > 1024:
+                    bram += rcopies * bram_18k_for(width, len(self.recip0))
+                else:
+                    lut += rcopies * math.ceil(bits / 64)
+            lat += 3
         if io == "io_parallel":
             return Estimate(dsp, bram, lut, ff, lat, 1)
         return Estimate(dsp, bram, lut, ff, lat + self.rows - 1, self.rows)
@@ -794,6 +935,8 @@ class Softmax(_FamilyLayer):
         d = super().describe()
         if self.exp_t is not None:
             d.update({"exp": self.exp_t.short(), "exp_tables": [len(self.exp_lo), self.n_hi],
+                      "reciprocal": ("exact division" if self.exact_division else
+                                     f"{len(self.recip0)}-entry seed + 1 Newton step"),
                       "error_bound": self.error_bound()})
         return d
 

@@ -309,7 +309,7 @@ def run_accelc(onnx_path: Path, x: np.ndarray, x_calib: np.ndarray, ref: np.ndar
     res: dict = {}
     try:
         import accelc
-        from accelc.errors import AccelcError, BackendError  # noqa: F401
+        from accelc.errors import AccelcError
     except ImportError as e:
         res["error"] = f"ImportError: {e}"
         print(f"accelc FPGA backend not available: {res['error']}")

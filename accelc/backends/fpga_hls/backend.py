@@ -7,6 +7,7 @@ behind the runtime's C ABI, so ``accelc run`` on an FPGA artifact runs the C-sim
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -15,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BackendError
 from ...ir import Graph, Node
 from ...targets import Target
 from ..base import BackendOptions, CompiledParts
@@ -104,7 +104,7 @@ class FpgaHlsBackend:
         lib = self._build_library(design, in_ports, out_ports, files, options)
         report["timings"] = {"lower_s": round(time.perf_counter() - t0, 3)}
         members = {f"project/{k}": v.encode() for k, v in files.items()}
-        members["project/report.json"] = (__import__("json").dumps(report, indent=2) + "\n").encode()
+        members["project/report.json"] = (json.dumps(report, indent=2) + "\n").encode()
         members["model.so"] = lib
         manifest = {"name": self.name, "library": "model.so", "abi_version": 1, "variants": ["csim"],
                     "project": "project/", "top": design.name, "report": report}

@@ -29,8 +29,8 @@ def _design_of(compiled, fpga: dict):
     from accelc.backends.fpga_hls.config import FpgaOptions
     from accelc.targets import get_target
     target = get_target(compiled.manifest["target"])
-    design, ins, outs, *_ = FpgaHlsBackend().build_design(compiled.graph, target, FpgaOptions.parse(fpga))
-    return design, ins, outs
+    built = FpgaHlsBackend().build_design(compiled.graph, target, FpgaOptions.parse(fpga))
+    return built.design, built.in_ports, built.out_ports
 
 
 def _check_bit_exact(compiled, fpga: dict, feeds: dict[str, np.ndarray], tmp_path: Path, codes_main: bool = True):

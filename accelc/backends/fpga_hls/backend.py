@@ -11,16 +11,18 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...ir import Graph, Node
+from ...runtime.module import default_cache_dir
 from ...targets import Target
 from ..base import BackendOptions, CompiledParts
 from . import toolchain
-from .codegen import Design, float_eval_design, fx_eval_design
+from .codegen import Design, fx_eval_design
 from .config import FpgaOptions, assign_types, calibration_inputs
 from .estimate import run_checks, totals
 from .mapping import Port, map_graph, unsupported_nodes
@@ -31,18 +33,28 @@ TOP_NAME = "model"
 
 
 def _cache_dir(options: BackendOptions) -> Path:
-    if options.cache_dir:
-        return Path(options.cache_dir) / "fpga"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "accelc" / "fpga"
+    return (Path(options.cache_dir) if options.cache_dir else default_cache_dir()) / "fpga"
 
 
-def float_vs_fixed(d: Design, calib: list[np.ndarray], names: list[str] | None = None) -> dict[str, Any]:
-    """Error of the fixed-point model against the design's float model on the calibration samples
-    (per output, keyed by ``names``: the model's output names)."""
+@dataclass
+class BuiltDesign:
+    """A mapped, typed and checked design with what the report and the project need."""
+    design: Design
+    in_ports: list[Port]
+    out_ports: list[Port]
+    calib: list[np.ndarray]          # calibration samples, design layout
+    calib_source: str
+    float_outputs: list[np.ndarray]  # the design's float model on ``calib``
+    estimates: list
+    findings: list
+
+
+def float_vs_fixed(d: Design, calib: list[np.ndarray], ref: list[np.ndarray],
+                   names: list[str] | None = None) -> dict[str, Any]:
+    """Error of the fixed-point model against ``ref``, the design's float model, on the calibration
+    samples (per output, keyed by ``names``: the model's output names)."""
     codes = [v.type.from_float(a) for v, a in zip(d.inputs, calib)]
     fixed = [v.type.to_float(c) for v, c in zip(d.outputs, fx_eval_design(d, codes))]
-    ref = float_eval_design(d, calib)
     out: dict[str, Any] = {"samples": int(calib[0].shape[0]) if calib else 0, "outputs": {}}
     worst, mean = 0.0, 0.0
     for i, (v, f, r) in enumerate(zip(d.outputs, fixed, ref)):
@@ -64,25 +76,26 @@ class FpgaHlsBackend:
     def unsupported(self, graph: Graph, target: Target) -> list[tuple[Node, str]]:
         return unsupported_nodes(graph)
 
-    def build_design(self, graph: Graph, target: Target, opts: FpgaOptions):
-        """Mapped, typed and checked design with its ports, calibration samples and report parts."""
+    def build_design(self, graph: Graph, target: Target, opts: FpgaOptions) -> BuiltDesign:
         design, in_ports, out_ports = map_graph(graph, TOP_NAME)
         design.io = opts.io
         design.part = target.part
         design.clock_mhz = float(opts.clock_mhz or target.clock_mhz)
         calib, calib_source = calibration_inputs(in_ports, opts)
-        assign_types(design, in_ports, opts, calib)
+        float_outputs = assign_types(design, opts, calib)
         ests, findings = run_checks(design, target, check_capacity=True)
-        return design, in_ports, out_ports, calib, calib_source, ests, findings
+        return BuiltDesign(design, in_ports, out_ports, calib, calib_source, float_outputs, ests, findings)
 
     def lower(self, graph: Graph, target: Target, options: BackendOptions) -> CompiledParts:
         t0 = time.perf_counter()
         opts = FpgaOptions.parse(getattr(options, "fpga", None))
-        design, in_ports, out_ports, calib, calib_source, ests, findings = self.build_design(graph, target, opts)
+        built = self.build_design(graph, target, opts)
+        design, in_ports, out_ports, calib = built.design, built.in_ports, built.out_ports, built.calib
+        ests = built.estimates
         clock = design.clock_mhz
         report = {
             "target": target.name, "part": target.part, "clock_mhz": clock, "io": design.io,
-            "options": opts.describe(), "calibration": calib_source,
+            "options": opts.describe(), "calibration": built.calib_source,
             "estimate_note": "accelc's model of the design, not a synthesis report; run build_prj.tcl with "
                              "Vitis HLS for csynth figures",
             "layers": [{**layer.describe(), **e.as_dict()} for layer, e in ests],
@@ -91,8 +104,8 @@ class FpgaHlsBackend:
             "outputs": [{"name": p.ir_name, "value": p.value.name, "type": p.value.type.short()} for p in out_ports],
             "total": totals(design, ests, clock),
             "capacity": {k: int(target.resources.get(k, 0)) for k in ("dsp", "bram_18k", "lut", "ff")},
-            "findings": [{"severity": f.severity, "layer": f.layer, "message": f.message} for f in findings],
-            "float_vs_fixed": float_vs_fixed(design, calib, [p.ir_name for p in out_ports]),
+            "findings": [{"severity": f.severity, "layer": f.layer, "message": f.message} for f in built.findings],
+            "float_vs_fixed": float_vs_fixed(design, calib, built.float_outputs, [p.ir_name for p in out_ports]),
         }
         report["utilization"] = {k: round(report["total"][k] / v, 4) if v else None
                                  for k, v in report["capacity"].items()}

@@ -8,7 +8,7 @@ conventions on values, arrays and streams.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +32,6 @@ class Design:
     io: str = "io_parallel"
     clock_mhz: float = 200.0
     part: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.io not in IO_STYLES:
@@ -229,9 +228,8 @@ def run_codes(d: Design, inputs: Sequence[np.ndarray], workdir: str | Path, *, s
     sources["tb/codes_main.cpp"] = codes_main(d)
     work = Path(workdir)
     exe = "codes_main"
-    # firmware/<name>.cpp is compiled with the main; include firmware/ for its relative includes
-    srcs = {k: v for k, v in sources.items()}
-    toolchain.build(srcs, exe, shared=False, sanitize=sanitize, include=(work / "firmware",), workdir=work,
+    # the main #includes firmware/<name>.cpp: one translation unit
+    toolchain.build(sources, exe, shared=False, sanitize=sanitize, include=(work / "firmware",), workdir=work,
                     compile_only=("tb/codes_main.cpp",))
     batch = int(inputs[0].shape[0]) if inputs else 1
     parts = [str(batch)]

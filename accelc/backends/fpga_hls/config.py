@@ -177,8 +177,9 @@ def from_design_layout(a: np.ndarray, p: Port) -> np.ndarray:
     return a.reshape(a.shape[0], *p.ir_shape[1:])
 
 
-def assign_types(design: Design, ports: list[Port], opts: FpgaOptions, calib: list[np.ndarray]) -> Precision:
-    """Calibrates ranges and sets the type of every value and the internals of every layer."""
+def assign_types(design: Design, opts: FpgaOptions, calib: list[np.ndarray]) -> list[np.ndarray]:
+    """Calibrates ranges and sets the type of every value and the internals of every layer. Returns the
+    float model's outputs on ``calib`` (the reference the fixed model's error is measured against)."""
     overrides = resolve_overrides(design, opts)
     env = float_eval_design(design, calib, keep=True)
     ranges = {k: float(np.max(np.abs(v))) if v.size else 0.0 for k, v in env.items()}
@@ -190,4 +191,4 @@ def assign_types(design: Design, ports: list[Port], opts: FpgaOptions, calib: li
         layer.choose_types(p)
         if layer.output.type is None:
             raise BackendError(f"layer '{layer.name}' ({layer.kind}) chose no output type")
-    return p
+    return [env[v.name] for v in design.outputs]

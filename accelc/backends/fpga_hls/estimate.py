@@ -8,7 +8,6 @@ says so, and ``build_prj.tcl`` gives the real ones on a machine with Vitis.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -21,11 +20,7 @@ RESOURCES = (("dsp", "DSP"), ("bram_18k", "BRAM18K"), ("lut", "LUT"), ("ff", "FF
 
 
 def layer_estimates(d: Design) -> list[tuple[Any, Estimate]]:
-    out = []
-    for layer in d.layers:
-        takes_io = "io" in inspect.signature(layer.estimate).parameters
-        out.append((layer, layer.estimate(io=d.io) if takes_io else layer.estimate()))
-    return out
+    return [(layer, layer.estimate(io=d.io)) for layer in d.layers]
 
 
 def totals(d: Design, ests: list[tuple[Any, Estimate]], clock_mhz: float) -> dict[str, Any]:
@@ -86,8 +81,7 @@ def partition_findings(d: Design) -> list[Finding]:
 
 def run_checks(d: Design, target: Target, check_capacity: bool = True):
     """Layer checks, the partition limit and the part's capacity; returns (estimates, findings) and
-    raises one BackendError listing every error. Layer checks run first: they also tell each layer the
-    io style its estimate is for."""
+    raises one BackendError listing every error."""
     findings: list[Finding] = []
     for layer in d.layers:
         findings += layer.checks(d.io)

@@ -118,14 +118,13 @@ class FixedType:
         return out
 
     def _overflow_big(self, code: int | None, positive: bool) -> int:
-        if self.overflow == "WRAP" and code is not None:
-            span = 1 << self.width
-            return (code - self.min_code) % span + self.min_code
-        if self.overflow == "SAT_ZERO":
-            return 0
-        if positive:
-            return self.max_code
-        return -self.max_code if (self.overflow == "SAT_SYM" and self.signed) else self.min_code
+        """The overflow mode on a value too large for int64 (``code`` None: an infinity)."""
+        if self.overflow == "WRAP":
+            if code is None:
+                return self.max_code if positive else self.min_code
+            return (code - self.min_code) % (1 << self.width) + self.min_code
+        beyond = self.max_code + 1 if positive else self.min_code - 1     # the saturating modes' verdict
+        return int(self.overflow_codes(np.array([beyond], dtype=np.int64))[0])
 
     def to_float(self, codes) -> np.ndarray:
         return np.ldexp(np.asarray(codes, dtype=np.float64), -self.frac)

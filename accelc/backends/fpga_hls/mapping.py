@@ -22,6 +22,7 @@ import numpy as np
 from ...errors import BackendError, UnsupportedOpError
 from ...ir import Graph, Node
 from .codegen import Design
+from .layers import conv, dense, transformer
 from .layers.base import Layer, Value, c_identifier
 
 SPATIAL_OPS = {"Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
@@ -137,8 +138,6 @@ class Mapper:
 
     # ---- the walk --------------------------------------------------------------------------------
     def run(self) -> tuple[Design, list[Port], list[Port]]:
-        from .layers import conv as _conv, dense as _dense, transformer as _tr  # noqa: F401 (registers)
-        self._L = (_conv, _dense, _tr)
         spatial_inputs = set()
         for node in self.g.nodes:
             if node.op in SPATIAL_OPS:
@@ -169,7 +168,6 @@ class Mapper:
 
     def _map(self, node: Node) -> None:
         op = node.op
-        d = self._L[1]
         if op == "Identity":
             self.env[node.outputs[0]] = self.env[node.inputs[0]]
             return
@@ -183,7 +181,7 @@ class Mapper:
             x = self.env[node.inputs[0]]
             out = self._new_value(node.outputs[0], node, True)
             mode = "avg" if op == "GlobalAveragePool" else "max"
-            self._add(self._L[0].GlobalPool(self._lname(out), x.value, out.value, mode, nodes=[node.name]))
+            self._add(conv.GlobalPool(self._lname(out), x.value, out.value, mode, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op in ACTIVATIONS:
@@ -192,7 +190,7 @@ class Mapper:
             alpha = float(getattr(node.attrs, "alpha", 0.01) or 0.01) if op == "LeakyRelu" else 0.01
             if op == "Gelu" and getattr(node.attrs, "approximate", "none") != "none":
                 self._refuse(node, "tanh-approximated GELU is not implemented; export with the exact (erf) GELU")
-            self._add(d.Activation(self._lname(out), x.value, out.value, ACTIVATIONS[op], alpha, nodes=[node.name]))
+            self._add(dense.Activation(self._lname(out), x.value, out.value, ACTIVATIONS[op], alpha, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op in ("Add", "Sub", "Mul", "Div"):
@@ -203,7 +201,7 @@ class Mapper:
             if x.nhwc or node.attrs.axis not in (-1, rank - 1):
                 self._refuse(node, f"softmax over axis {node.attrs.axis}; only the last axis is supported")
             out = self._new_value(node.outputs[0], node, False)
-            self._add(d.Softmax(self._lname(out), x.value, out.value, nodes=[node.name]))
+            self._add(dense.Softmax(self._lname(out), x.value, out.value, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op == "LayerNormalization":
@@ -216,7 +214,7 @@ class Mapper:
             if gamma is None or (len(node.inputs) > 2 and node.inputs[2] and beta is None):
                 self._refuse(node, "its scale and bias must be constants")
             out = self._new_value(node.outputs[0], node, False)
-            self._add(self._L[2].LayerNorm(self._lname(out), x.value, out.value, np.asarray(gamma, np.float64).ravel(),
+            self._add(transformer.LayerNorm(self._lname(out), x.value, out.value, np.asarray(gamma, np.float64).ravel(),
                                            None if beta is None else np.asarray(beta, np.float64).ravel(),
                                            float(node.attrs.epsilon), nodes=[node.name]))
             self.env[node.outputs[0]] = out
@@ -228,7 +226,7 @@ class Mapper:
                 self._refuse(node, "its parameters must be constants")
             s = scale / np.sqrt(var.astype(np.float64) + node.attrs.epsilon)
             out = self._new_value(node.outputs[0], node, x.nhwc)
-            self._add(d.ScaleShift(self._lname(out), x.value, out.value, s, bias - mean * s, nodes=[node.name]))
+            self._add(dense.ScaleShift(self._lname(out), x.value, out.value, s, bias - mean * s, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         if op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
@@ -242,7 +240,7 @@ class Mapper:
             if x.nhwc:
                 self._refuse(node, "transposing a tensor that feeds convolutions is not supported")
             out = self._new_value(node.outputs[0], node, False)
-            self._add(self._L[2].Transpose(self._lname(out), x.value, out.value, tuple(p - 1 for p in perm[1:]),
+            self._add(transformer.Transpose(self._lname(out), x.value, out.value, tuple(p - 1 for p in perm[1:]),
                                            nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
@@ -257,13 +255,12 @@ class Mapper:
                 self._refuse(node, "inputs in different layouts")
             per_axis = (axis - 2 if axis >= 2 else rank - 2) if nhwc else axis - 1
             out = self._new_value(node.outputs[0], node, nhwc)
-            self._add(d.Concat(self._lname(out), [x.value for x in xs], out.value, per_axis, nodes=[node.name]))
+            self._add(dense.Concat(self._lname(out), [x.value for x in xs], out.value, per_axis, nodes=[node.name]))
             self.env[node.outputs[0]] = out
             return
         self._refuse(node, "no FPGA layer for this op")
 
     def _gemm(self, node: Node) -> None:
-        d = self._L[1]
         a_name, b_name = node.inputs[0], node.inputs[1]
         at = node.attrs
         trans_a = getattr(at, "trans_a", False)
@@ -287,7 +284,7 @@ class Mapper:
             if trans_b:
                 self._refuse(node, "a transposed activation operand (insert an explicit Transpose)")
             out = self._new_value(final, node, False)
-            self._add(self._L[2].MatMul(self._lname(out), x.value, y.value, out.value, nodes=[node.name]))
+            self._add(transformer.MatMul(self._lname(out), x.value, y.value, out.value, nodes=[node.name]))
             self.env[final] = out
             return
         w = np.asarray(w, dtype=np.float64)
@@ -308,30 +305,28 @@ class Mapper:
             b = b[0].copy()
         steps = self._epilogue_steps(residual, act)
         mid = self._new_value(final if not steps else final + "_acc", node, False, self._sample_shape(final, node, False))
-        self._add(d.Dense(self._lname(mid), x.value, mid.value, w * alpha, b, nodes=[node.name]))
+        self._add(dense.Dense(self._lname(mid), x.value, mid.value, w * alpha, b, nodes=[node.name]))
         self._epilogue(node, mid, residual, act, final)
 
     def _epilogue_steps(self, residual, act) -> int:
         return int(bool(residual)) + int(act is not None and act.kind != "none")
 
     def _epilogue(self, node: Node, mid: _Mapped, residual, act, final: str) -> None:
-        d = self._L[1]
         cur = mid
         if residual:
             r = self.env[residual]
             last = not (act is not None and act.kind != "none")
             nxt = self._new_value(final if last else final + "_res", node, cur.nhwc, cur.value.shape)
-            self._add(d.Add(self._lname(nxt), cur.value, r.value, nxt.value, nodes=[node.name]))
+            self._add(dense.Add(self._lname(nxt), cur.value, r.value, nxt.value, nodes=[node.name]))
             cur = nxt
         if act is not None and act.kind != "none":
             nxt = self._new_value(final, node, cur.nhwc, cur.value.shape)
-            self._add(d.Activation(self._lname(nxt), cur.value, nxt.value, act.kind, float(act.alpha or 0.01),
+            self._add(dense.Activation(self._lname(nxt), cur.value, nxt.value, act.kind, float(act.alpha or 0.01),
                                    nodes=[node.name]))
             cur = nxt
         self.env[final] = cur
 
     def _conv(self, node: Node) -> None:
-        c = self._L[0]
         at = node.attrs.conv if node.op == "FusedConv" else node.attrs
         x = self.env[node.inputs[0]]
         w = self._const(node.inputs[1])
@@ -351,7 +346,7 @@ class Mapper:
         final = node.outputs[0]
         steps = self._epilogue_steps(residual, act)
         mid = self._new_value(final if not steps else final + "_acc", node, True, self._sample_shape(final, node, True))
-        self._add(c.Conv(self._lname(mid), x.value, mid.value, w, b, tuple(geo.strides),
+        self._add(conv.Conv(self._lname(mid), x.value, mid.value, w, b, tuple(geo.strides),
                          tuple(geo.pads_begin) + tuple(geo.pads_end), tuple(geo.dilations), int(at.group),
                          nodes=[node.name]))
         self._epilogue(node, mid, residual, act, final)
@@ -367,13 +362,12 @@ class Mapper:
             self._refuse(node, "dilated pooling")
         out = self._new_value(node.outputs[0], node, True)
         mode = "max" if node.op == "MaxPool" else "avg"
-        self._add(self._L[0].Pool(self._lname(out), x.value, out.value, mode, tuple(geo.kernel), tuple(geo.strides),
+        self._add(conv.Pool(self._lname(out), x.value, out.value, mode, tuple(geo.kernel), tuple(geo.strides),
                                   tuple(geo.pads_begin) + tuple(geo.pads_end),
                                   bool(getattr(at, "count_include_pad", False)), nodes=[node.name]))
         self.env[node.outputs[0]] = out
 
     def _binary(self, node: Node) -> None:
-        d = self._L[1]
         a, b = node.inputs[0], node.inputs[1]
         ca, cb = self._const(a), self._const(b)
         out_ir = node.outputs[0]
@@ -384,7 +378,7 @@ class Mapper:
             if self._shape(a) != self._shape(b) or xa.nhwc != xb.nhwc:
                 self._refuse(node, "Add of two activations with different shapes (broadcasting)")
             out = self._new_value(out_ir, node, xa.nhwc)
-            self._add(d.Add(self._lname(out), xa.value, xb.value, out.value, nodes=[node.name]))
+            self._add(dense.Add(self._lname(out), xa.value, xb.value, out.value, nodes=[node.name]))
             self.env[out_ir] = out
             return
         if ca is not None and cb is not None:
@@ -399,7 +393,7 @@ class Mapper:
         if node.op == "Add":
             shift = vec
         elif node.op == "Sub":
-            scale, shift = (-1.0, vec) if const_first else (None, -np.asarray(vec) if not isinstance(vec, float) else -vec)
+            scale, shift = (-1.0, vec) if const_first else (None, -vec)
         elif node.op == "Mul":
             scale = vec
         else:  # Div
@@ -407,13 +401,12 @@ class Mapper:
                 self._refuse(node, "dividing a constant by an activation")
             if np.any(np.asarray(vec) == 0):
                 self._refuse(node, "division by zero")
-            scale = 1.0 / np.asarray(vec) if not isinstance(vec, float) else 1.0 / vec
+            scale = 1.0 / vec
         out = self._new_value(out_ir, node, x.nhwc)
-        self._add(d.ScaleShift(self._lname(out), x.value, out.value, scale, shift, nodes=[node.name]))
+        self._add(dense.ScaleShift(self._lname(out), x.value, out.value, scale, shift, nodes=[node.name]))
         self.env[out_ir] = out
 
     def _reshape(self, node: Node) -> None:
-        d = self._L[1]
         x = self.env[node.inputs[0]]
         out_ir = node.outputs[0]
         out = self._new_value(out_ir, node, False)
@@ -427,10 +420,7 @@ class Mapper:
             order = pos                                          # out.flat[i] = x.flat[order[i]]
             if np.array_equal(order, np.arange(order.size)):
                 order = None
-        if order is None and out.value.size == x.value.size and self._shape(out_ir)[0] == self.batch:
-            # a pure view: the design shares the storage of the input value
-            pass
-        self._add(d.Reshape(self._lname(out), x.value, out.value, order, nodes=[node.name]))
+        self._add(dense.Reshape(self._lname(out), x.value, out.value, order, nodes=[node.name]))
         self.env[out_ir] = out
 
 

@@ -7,7 +7,6 @@ so what is C-simulated here is what synthesis compiles.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -174,7 +173,8 @@ DSP {t['dsp']}, BRAM18K {t['bram_18k']}, LUT {t['lut']}, FF {t['ff']}; latency {
 
 def project_files(d: Design, in_ports: list[Port], out_ports: list[Port], part: str, clock_mhz: float,
                   report: dict, tb_inputs: list[np.ndarray], tb_outputs: list[np.ndarray]) -> dict[str, str]:
-    """Every file of the HLS project, by path relative to the project root."""
+    """Every file of the HLS project, by path relative to the project root, but ``report.json``: the
+    backend writes it last, once the build's timings are in."""
     files = dict(firmware(d))
     for h in d.headers():
         files[f"firmware/{h}"] = (HLS_SRC / h).read_text()
@@ -185,12 +185,5 @@ def project_files(d: Design, in_ports: list[Port], out_ports: list[Port], part: 
     files["tb_data/tb_output_predictions.dat"] = _flat_floats(rows_out) + "\n"
     files["build_prj.tcl"] = build_tcl(d, part, clock_mhz)
     files["README.md"] = readme(d, part, clock_mhz, report)
-    files["report.json"] = json.dumps(report, indent=2) + "\n"
     return files
 
-
-def write_project(files: dict[str, str], root: Path) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)

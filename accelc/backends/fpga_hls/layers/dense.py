@@ -268,11 +268,11 @@ class Dense(_FamilyLayer):
         m = self.multiplies() if io == "io_parallel" else self.k * self.n
         return m, math.ceil(m / self.reuse_factor)
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """DSPs = ceil(M / R) * dsp_per_multiply (M: multiplies of one kernel call: the tensor in
         io_parallel, one row in io_stream); latency R + ceil(log2 K) + 3 per call; II = R (io_parallel)
         or rows * R (io_stream)."""
-        io = self._io()
+        io = io or self._io()
         xt, wt = self.inputs[0].type, self.weight_t
         xw = xt.width if xt else 16
         ww = wt.width if wt else 16
@@ -513,11 +513,11 @@ class Activation(_FamilyLayer):
     def multiplies(self) -> int:
         return self.inputs[0].size if self.fn == "leaky_relu" else 0
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """Per parallel element: a comparator and a multiplexer (output-width LUTs); leaky ReLU one
         constant multiply; tables one ROM copy per two parallel lookups (BRAM when over 1 Kbit, else
         LUT-ROM). Latency 1 (ReLU), 2 (multiply or table read); io_stream adds one cycle per packet."""
-        io = self._io()
+        io = io or self._io()
         x = self.inputs[0]
         par = x.size if io == "io_parallel" else x.packet
         ow = self.output.type.width if self.output.type else 16
@@ -863,14 +863,14 @@ class Softmax(_FamilyLayer):
         rows = self.inputs[0].size // max(self.length, 1)
         return self.inputs[0].size * (2 if self.n_hi else 1) + (0 if self.exact_division else rows)
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """Per parallel row: a max tree and a sum tree (log2 L levels each, one cycle per level), L table
         lookups (one cycle; two tables: L products, one more), L output products (one cycle, rounding
         included). Exact division: one P-bit by sum-width divider (P cycles, pipelined: ~P * sum-width
         LUTs). Fast path: a priority encoder and the normalising shift (one cycle, in parallel: the L
         shifts of e by the same amount), the seed tables (one read; over 1 Kbit: BRAM, one copy per two
         rows), the Newton multiply-subtract 2 r0 - m r0**2 (one cycle, a DSP with its post-adder)."""
-        io = self._io()
+        io = io or self._io()
         xt = self.inputs[0].type
         L = self.length
         rows_par = self.rows if io == "io_parallel" else 1
@@ -976,10 +976,10 @@ class Add(_FamilyLayer):
         return (f"accelc_hls::add_stream<{a.ctype}, {b.ctype}, {self.output.ctype}, {a.packet}, "
                 f"{a.size // a.packet}>({ins[0]}, {ins[1]}, {out});")
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """One adder (output-width LUTs) per parallel element; latency 1 (+ packets in io_stream)."""
         a = self.inputs[0]
-        io = self._io()
+        io = io or self._io()
         par = a.size if io == "io_parallel" else a.packet
         ow = self.output.type.width if self.output.type else 16
         npack = a.size // a.packet
@@ -1088,10 +1088,10 @@ class ScaleShift(_FamilyLayer):
     def multiplies(self) -> int:
         return self.inputs[0].size if self.scale is not None else 0
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """One multiply (when scaled) and one adder per parallel element; latency 2 (+ packets)."""
         x = self.inputs[0]
-        io = self._io()
+        io = io or self._io()
         par = x.size if io == "io_parallel" else x.packet
         xw = x.type.width if x.type else 16
         sw = self.scale_t.width if self.scale_t is not None and self.scale is not None else 0
@@ -1182,9 +1182,9 @@ class Concat(_FamilyLayer):
             cur_name, cur_t, cur_inner = dst, res, cur_inner + inner
         return "\n".join(lines)
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """Wiring only in io_parallel; io_stream: a register stage per output packet."""
-        io = self._io()
+        io = io or self._io()
         ow = self.output.type.width if self.output.type else 16
         out = self.output
         npack = out.size // out.packet
@@ -1251,10 +1251,10 @@ class Reshape(_FamilyLayer):
         return (f"accelc_hls::reshape_buffer_stream<{x.ctype}, {x.packet}, {self.output.packet}, {x.size}>"
                 f"({ins[0]}, {out}, {n}_order, {'true' if self.order is not None else 'false'});")
 
-    def estimate(self) -> Estimate:
+    def estimate(self, io: str | None = None) -> Estimate:
         """Wiring in io_parallel; io_stream buffers the tensor when it re-packs or reorders (BRAM above
         1 Kbit, latency = elements + packets)."""
-        io = self._io()
+        io = io or self._io()
         x = self.inputs[0]
         w = x.type.width if x.type else 16
         if io == "io_parallel":

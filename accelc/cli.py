@@ -167,15 +167,16 @@ def _fpga_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _load_calibration(path: str) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if isinstance(z, np.ndarray):
-                raise AccelcError(f"--calibration: '{path}' is a single array; save one array per input "
-                                  f"with numpy.savez(path, input_name=samples)")
-            return {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise AccelcError(f"--calibration: file '{path}' does not exist") from None
     except (ValueError, OSError) as e:
         raise AccelcError(f"--calibration: '{path}' is not a readable .npz file ({e})") from None
+    if isinstance(z, np.ndarray):     # a .npy file: one array, no input names
+        raise AccelcError(f"--calibration: '{path}' is a single array; save one array per input "
+                          f"with numpy.savez(path, input_name=samples)")
+    with z:
+        return {k: z[k] for k in z.files}
 
 
 def _fpga_summary(report: dict[str, Any]) -> str:

@@ -231,6 +231,15 @@ def test_cli_compile_writes_project_and_run_simulates(tmp_path):
     assert proc.returncode == 0, proc.stderr
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode != 0 and "--force" in again.stderr
+    np.save(tmp_path / "calib.npy", np.ones((8, 16), np.float32))
+    single = subprocess.run(cmd[:-1] + ["--force", "--calibration", str(tmp_path / "calib.npy")],
+                            capture_output=True, text=True)
+    assert single.returncode == 1 and "numpy.savez" in single.stderr, single.stderr
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
+    ok = subprocess.run(cmd[:-1] + ["--force", "--calibration", str(tmp_path / "calib.npz")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((prj / "report.json").read_text())["calibration"].startswith("user data (64 samples)")
 
 
 def test_narrow_accumulators_and_a_wide_softmax_input_stay_bit_exact(tmp_path):

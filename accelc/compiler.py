@@ -125,7 +125,8 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
 
     ``fpga`` sets the FPGA backend's options for FPGA targets (``u280``...): ``bits`` (default 16),
     ``io`` (``io_parallel``/``io_stream``), ``reuse_factor``, ``rounding``/``overflow`` modes,
-    ``clock_mhz``, per-layer ``layers`` settings and ``calibration`` data ({input name: samples}).
+    ``clock_mhz``, ``accum`` (every dense/conv accumulator; default exact), per-layer ``layers``
+    settings and ``calibration`` data ({input name: samples}).
     """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}

@@ -88,7 +88,7 @@ class FpgaHlsBackend:
 
     def lower(self, graph: Graph, target: Target, options: BackendOptions) -> CompiledParts:
         t0 = time.perf_counter()
-        opts = FpgaOptions.parse(getattr(options, "fpga", None))
+        opts = FpgaOptions.parse(options.fpga)
         built = self.build_design(graph, target, opts)
         design, in_ports, out_ports, calib = built.design, built.in_ports, built.out_ports, built.calib
         ests = built.estimates

@@ -106,7 +106,7 @@ def pipeline_for(opt_level: int, dtype: str = "fp32", target: Target | None = No
       graph computes many of those at run time (``Shape -> Gather -> Concat -> Reshape``). O0 resolves
       exactly that and nothing else, so what runs is otherwise the model as written.
     * O1: canonical cleanup: constant folding and shape simplification to a fixed point, identity
-      removal, BatchNormalization folding, CSE and DCE.
+      removal, BatchNormalization folding, CSE, decomposed-GELU recognition and DCE.
     * O2: O1 + fusion: GEMM/Conv epilogues first (bias, activation, residual into FusedGemm/FusedConv),
       then chains of elementwise ops into FusedElementwise.
     * O3: O2 for now; target-specific passes (layouts, tiling hints, sparsity) are added here, keyed on
@@ -117,7 +117,8 @@ def pipeline_for(opt_level: int, dtype: str = "fp32", target: Target | None = No
     MatMul/Gemm/Conv; see ``convert_to_bf16``).
     """
     from . import (convert_to_bf16, eliminate_common_subexpressions, eliminate_dead_code, fold_batchnorm,
-                   fold_constants, fuse_elementwise, fuse_epilogues, remove_identities, simplify_shapes)
+                   fold_constants, fuse_elementwise, fuse_epilogues, recognize_gelu, remove_identities,
+                   simplify_shapes)
 
     if opt_level not in OPT_LEVELS:
         raise AccelcError(f"opt_level must be one of {OPT_LEVELS}, got {opt_level!r}")
@@ -129,7 +130,9 @@ def pipeline_for(opt_level: int, dtype: str = "fp32", target: Target | None = No
     else:
         canonical = FixedPoint((fold_constants.PASS, simplify_shapes.PASS, remove_identities.PASS,
                                 fold_batchnorm.PASS))
-        pipeline = [canonical, eliminate_common_subexpressions.PASS, eliminate_dead_code.PASS]
+        # recognize_gelu after the fixed point and CSE: its constants are folded, identities and
+        # duplicate values are gone, so one x is one value; before fusion, so the Gelu reaches the epilogue
+        pipeline = [canonical, eliminate_common_subexpressions.PASS, recognize_gelu.PASS, eliminate_dead_code.PASS]
         if opt_level >= 2 and target is not None and target.backend == "fpga_hls":
             # FPGA layers keep one fixed-point type per op: epilogues are fused (the backend splits
             # them into typed layers again) but elementwise chains are not

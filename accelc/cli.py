@@ -47,6 +47,18 @@ def _shape_arg(text: str) -> tuple[str, str]:
     return name, dims
 
 
+def _count_arg(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got '{text}'")
+        return value
+    return parse
+
+
 def _input_arg(text: str) -> tuple[str | None, str]:
     name, sep, path = text.partition("=")
     return (name, path) if sep else (None, text)
@@ -307,6 +319,8 @@ def _check_against_onnx(model_path: str, feeds: dict[str, np.ndarray], outputs: 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import load
+    if not args.profile and (args.runs is not None or args.profile_top is not None or args.warmup is not None):
+        raise AccelcError("--runs, --warmup and --profile-top go with --profile (accelc run ... --profile --runs 20)")
     progress = _Progress(args.quiet)
     progress(f"loading {args.artifact}")
     module = load(args.artifact, threads=args.threads, cache_dir=args.cache_dir)
@@ -340,6 +354,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"saved {path}")
         except OSError as e:
             raise AccelcError(f"cannot write outputs to '{out_dir}': {e.strerror or e}") from None
+    if args.profile:
+        runs = 10 if args.runs is None else args.runs
+        warmup = 2 if args.warmup is None else args.warmup
+        progress(f"profiling: {warmup} warmup runs, then {runs} timed runs")
+        report = module.profile(feeds, runs=runs, warmup=warmup)
+        print(report.table(top=25 if args.profile_top is None else args.profile_top))
     return 0
 
 
@@ -533,6 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-against-onnx", metavar="MODEL", help="also run MODEL with ONNX Runtime and compare")
     p.add_argument("--threads", type=int, default=0, help="threads (default: as compiled)")
     p.add_argument("--cache-dir", help="where the model library is unpacked (default ~/.cache/accelc)")
+    g = p.add_argument_group("profiling (CPU artifacts)")
+    g.add_argument("--profile", action="store_true",
+                   help="also time every graph node over --runs runs and print the slowest nodes and the time per op")
+    g.add_argument("--runs", type=_count_arg(1), default=None, metavar="N", help="timed runs (default 10)")
+    g.add_argument("--warmup", type=_count_arg(0), default=None, metavar="N",
+                   help="untimed runs before them (default 2)")
+    g.add_argument("--profile-top", type=_count_arg(0), default=None, metavar="K",
+                   help="nodes listed, slowest first (default 25; the rest are summed on one line)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("inspect", parents=[common], help="print an artifact's manifest or a model's IR")

@@ -8,7 +8,8 @@ passes, backends), so a deployment machine can run artifacts with a minimal inst
     y = m(x)
 """
 from .artifact import FORMAT_VERSION, Artifact, pack, read, read_manifest, write
-from .module import ABI_VERSION, DTYPES, CompiledModule, default_cache_dir, load, numpy_dtype
+from .module import (ABI_VERSION, DTYPES, CompiledModule, NodeProfile, OpProfile, Profile, default_cache_dir, load,
+                     numpy_dtype)
 
-__all__ = ["FORMAT_VERSION", "ABI_VERSION", "Artifact", "CompiledModule", "DTYPES", "default_cache_dir", "load",
-           "numpy_dtype", "pack", "read", "read_manifest", "write"]
+__all__ = ["FORMAT_VERSION", "ABI_VERSION", "Artifact", "CompiledModule", "DTYPES", "NodeProfile", "OpProfile",
+           "Profile", "default_cache_dir", "load", "numpy_dtype", "pack", "read", "read_manifest", "write"]

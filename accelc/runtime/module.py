@@ -8,6 +8,10 @@ after ``load``.
 The call path of ``run`` is kept short on purpose: tiny models are bound by call overhead, so
 everything that does not depend on the input values (dtypes, shapes, ctypes pointer arrays) is
 computed once in ``CompiledModule.__init__``.
+
+``CompiledModule.profile`` uses the per-node profiler of CPU libraries (``accelc_profile_*`` in the C
+ABI): the library times every node block of the generated code while profiling is on and keeps the
+counters in the model; this module only switches it on, runs, reads the counters and names the nodes.
 """
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ import json
 import os
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ml_dtypes
 import numpy as np
 
-from ..errors import AccelcError, ArtifactError, InputMismatchError, UnsupportedHardwareError
+from ..errors import (AccelcError, ArtifactError, InputMismatchError, UnsupportedFeatureError,
+                      UnsupportedHardwareError)
 from . import artifact as _artifact
 from .artifact import Artifact
 
@@ -122,6 +129,117 @@ def _bind(lib: ctypes.CDLL, path: Path) -> None:
                             f"the artifact is corrupted, recompile the model") from None
 
 
+_PROFILER_SYMBOLS = ("accelc_profile_count", "accelc_profile_node", "accelc_profile_node_op",
+                     "accelc_profile_enable", "accelc_profile_read")
+
+
+def _bind_profiler(lib: ctypes.CDLL) -> bool:
+    """Declares the profiler functions; False when the library predates them (or its backend has none)."""
+    c = ctypes
+    if not all(hasattr(lib, fn) for fn in _PROFILER_SYMBOLS):
+        return False
+    lib.accelc_profile_count.restype = c.c_int
+    lib.accelc_profile_count.argtypes = []
+    for fn in ("accelc_profile_node", "accelc_profile_node_op"):
+        getattr(lib, fn).restype = c.c_char_p
+        getattr(lib, fn).argtypes = [c.c_int]
+    lib.accelc_profile_enable.restype = c.c_int
+    lib.accelc_profile_enable.argtypes = [c.c_void_p, c.c_int]
+    lib.accelc_profile_read.restype = c.c_int
+    lib.accelc_profile_read.argtypes = [c.c_void_p, c.POINTER(c.c_double), c.c_int,
+                                        c.POINTER(c.c_longlong), c.POINTER(c.c_double)]
+    return True
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """Time of one graph node over the profiled runs. ``share`` is the fraction of the time spent inside
+    the library's ``accelc_run`` (so the shares of all nodes add up to a little less than 1)."""
+    step: int          # position in the graph (the order of model.cpp)
+    label: str         # "[3] FusedGemm 'fc1'", as in the comments of model.cpp
+    op: str            # "FusedGemm"
+    total_ms: float    # over all profiled runs
+    mean_ms: float     # per run
+    share: float
+
+
+@dataclass(frozen=True)
+class OpProfile:
+    """The nodes of one op type added up (``Profile.by_op``)."""
+    op: str
+    nodes: int
+    mean_ms: float
+    share: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Result of ``CompiledModule.profile``: ``nodes`` in graph order, means over ``runs`` runs.
+
+    ``run_ms`` is the mean time of one run measured inside the library (``accelc_run``), the reference
+    of every ``share``; ``wall_ms`` the mean time of one call seen from Python (adds the ctypes call).
+    The difference between ``run_ms`` and ``nodes_ms`` is time outside node blocks (copies of outputs
+    that are inputs or constants, the timers themselves).
+    """
+    nodes: list[NodeProfile]
+    runs: int
+    warmup: int
+    variant: str
+    run_ms: float
+    wall_ms: float
+
+    @property
+    def nodes_ms(self) -> float:
+        return sum(n.mean_ms for n in self.nodes)
+
+    def by_time(self) -> list[NodeProfile]:
+        """The nodes, slowest first (graph order among equal times)."""
+        return sorted(self.nodes, key=lambda n: (-n.total_ms, n.step))
+
+    def by_op(self) -> list[OpProfile]:
+        """Time per op type, slowest first."""
+        ms: dict[str, float] = {}
+        count: dict[str, int] = {}
+        for n in self.nodes:
+            ms[n.op] = ms.get(n.op, 0.0) + n.mean_ms
+            count[n.op] = count.get(n.op, 0) + 1
+        ops = [OpProfile(op, count[op], t, t / self.run_ms if self.run_ms > 0 else 0.0) for op, t in ms.items()]
+        return sorted(ops, key=lambda o: (-o.mean_ms, o.op))
+
+    def table(self, top: int = 25) -> str:
+        """The profile as text: the ``top`` slowest nodes (mean ms, % of the run, cumulative %), the rest
+        summed on one line, then the time per op type."""
+        def pct(share: float) -> str:
+            return f"{100 * share:6.1f}%"
+        ranked = self.by_time()
+        shown, rest = ranked[:max(0, top)], ranked[max(0, top):]
+        op_width = max([len(n.op) for n in self.nodes] + [len("op")])
+        width = min(72, max([len(n.label) for n in shown] + [len("node")]))
+        lines = [f"profile: {len(self.nodes)} nodes on {self.variant}, mean of {self.runs} runs "
+                 f"(after {self.warmup} warmup runs)",
+                 f"per run: {self.run_ms:.3f} ms in the library ({self.nodes_ms:.3f} ms in node blocks), "
+                 f"{self.wall_ms:.3f} ms per call from Python",
+                 f"  {'node':<{width}}  {'op':<{op_width}}  {'mean ms':>9}  {'%':>7}  {'cum %':>7}"]
+        cumulative = 0.0
+        for n in shown:
+            cumulative += n.share
+            label = n.label if len(n.label) <= width else n.label[:width - 3] + "..."
+            lines.append(f"  {label:<{width}}  {n.op:<{op_width}}  {n.mean_ms:9.3f}  {pct(n.share)}  {pct(cumulative)}")
+        if rest:
+            ms, share = sum(n.mean_ms for n in rest), sum(n.share for n in rest)
+            cumulative += share
+            lines.append(f"  {f'({len(rest)} more nodes)':<{width}}  {'':<{op_width}}  {ms:9.3f}  {pct(share)}  "
+                         f"{pct(cumulative)}")
+        outside = self.run_ms - self.nodes_ms
+        lines.append(f"  {'(outside node blocks)':<{width}}  {'':<{op_width}}  {outside:9.3f}  "
+                     f"{pct(outside / self.run_ms if self.run_ms > 0 else 0.0)}")
+        lines.append("by op:")
+        lines.append(f"  {'op':<{op_width}}  {'nodes':>5}  {'mean ms':>9}  {'%':>7}")
+        for o in self.by_op():
+            lines.append(f"  {o.op:<{op_width}}  {o.nodes:>5}  {o.mean_ms:9.3f}  {pct(o.share)}")
+        return "\n".join(lines)
+
+
 def _last_error(lib: ctypes.CDLL) -> str:
     msg = lib.accelc_last_error()
     return msg.decode("utf-8", "replace") if msg else ""
@@ -195,6 +313,8 @@ class CompiledModule:
         self._out_ptrs = (ctypes.c_void_p * max(1, len(self._outputs)))()
         self._run_fn = lib.accelc_run
         self._destroy = lib.accelc_destroy
+        self._profiler: bool | None = None           # bound on the first profile()
+        self._profile_nodes: list[tuple[str, str]] = []
 
     def _check_library_signature(self) -> None:
         """The library embeds its own signature; it must agree with the manifest (else buffers overflow)."""
@@ -275,6 +395,78 @@ class CompiledModule:
             msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
             raise AccelcError(f"running the model failed: {msg} (code {code})")
         return dict(zip(self.output_names, outputs))
+
+    # ---- profiling ----------------------------------------------------------------------------
+    def _require_profiler(self) -> None:
+        if self._profiler is None:
+            self._profiler = _bind_profiler(self._lib)
+            if self._profiler:
+                lib = self._lib
+                self._profile_nodes = [((lib.accelc_profile_node(i) or b"?").decode("utf-8", "replace"),
+                                        (lib.accelc_profile_node_op(i) or b"?").decode("utf-8", "replace"))
+                                       for i in range(lib.accelc_profile_count())]
+        if self._profiler:
+            return
+        backend = self.manifest.get("backend", {}).get("name", "?")
+        if backend == "cpu_amx":
+            raise ArtifactError(f"the model library of this artifact has no per-node profiler (built by accelc "
+                                f"{self.manifest.get('accelc_version', '?')}, before profiling existed); "
+                                f"recompile the model with this accelc to profile it")
+        raise UnsupportedFeatureError(f"per-node profiling is available for CPU artifacts only; this artifact is "
+                                      f"for target '{self.manifest.get('target', '?')}' (backend {backend})")
+
+    def _check(self, code: int, what: str) -> None:
+        if code != 0:
+            msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
+            raise AccelcError(f"{what} failed: {msg} (code {code})")
+
+    def profile(self, inputs: Mapping[str, Any] | Sequence[Any] = (), runs: int = 10, warmup: int = 2) -> Profile:
+        """Times every graph node: ``warmup`` untimed runs, then ``runs`` runs with the library's profiler on.
+
+        Returns a ``Profile`` whose ``nodes`` are in graph order (``by_time()`` sorts them, ``by_op()``
+        sums them per op type, ``table()`` prints them). CPU artifacts only; an artifact built before
+        profiling existed raises ``ArtifactError`` (recompile it). The counters are switched off again
+        afterwards, so later ``run`` calls cost what they cost before.
+        """
+        for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        self._require_profiler()
+        arrays = [self._prepare(p, v) for p, v in zip(self._inputs, self._order(inputs))]
+        outputs = [np.empty(p.shape, p.dtype) for p in self._outputs]
+        lib = self._lib
+        count = len(self._profile_nodes)
+        seconds = (ctypes.c_double * max(1, count))()
+        runs_done, run_seconds = ctypes.c_longlong(0), ctypes.c_double(0.0)
+        wall = 0.0
+        with self._lock:
+            if self._handle is None:
+                raise AccelcError("this module was closed; load the artifact again")
+            in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
+            for i, a in enumerate(arrays):
+                in_ptrs[i] = a.ctypes.data
+            for i, a in enumerate(outputs):
+                out_ptrs[i] = a.ctypes.data
+            for _ in range(warmup):
+                self._check(self._run_fn(self._handle, in_ptrs, out_ptrs), "running the model")
+            self._check(lib.accelc_profile_enable(self._handle, 1), "starting the profiler")
+            try:
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    code = self._run_fn(self._handle, in_ptrs, out_ptrs)
+                    wall += time.perf_counter() - start
+                    self._check(code, "running the model")
+                self._check(lib.accelc_profile_read(self._handle, seconds, count, ctypes.byref(runs_done),
+                                                    ctypes.byref(run_seconds)), "reading the profile")
+            finally:
+                lib.accelc_profile_enable(self._handle, 0)
+        done = max(1, runs_done.value)
+        run_total = run_seconds.value
+        nodes = [NodeProfile(step=i, label=label, op=op, total_ms=seconds[i] * 1e3, mean_ms=seconds[i] * 1e3 / done,
+                             share=seconds[i] / run_total if run_total > 0 else 0.0)
+                 for i, (label, op) in enumerate(self._profile_nodes)]
+        return Profile(nodes=nodes, runs=runs_done.value, warmup=warmup, variant=self.variant,
+                       run_ms=run_total * 1e3 / done, wall_ms=wall * 1e3 / runs)
 
     def __call__(self, *arrays: Any, **named: Any):
         """``m(x)`` or ``m(x=...)``: one output returns the array, several a tuple in signature order."""

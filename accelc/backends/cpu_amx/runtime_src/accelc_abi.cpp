@@ -3,8 +3,13 @@
 // Compiled with baseline x86-64 flags only: this file runs before we know which ISA the CPU has. It
 // checks the CPU (cpuid) and the OS (XCR0 via xgetbv: AVX-512 and AMX register state enabled), picks the
 // best ISA variant built into the library, verifies and copies the weights, owns the activation arena and
-// calls the chosen variant's generated `run`. Model facts (variants, signature, sizes, checksum) come
-// from the generated accelc_model_config.h.
+// calls the chosen variant's generated `run`. Model facts (variants, signature, sizes, checksum, the
+// labels of the graph nodes) come from the generated accelc_model_config.h.
+//
+// Profiling: each model owns kAccelcNumNodes second counters. While profiling is on, accelc_run hands
+// them to the variant's `run`, which adds each node block's wall time; otherwise it passes null. The
+// counters live in the model, not in the variant namespaces, so two models of one library never mix
+// their numbers and a model still runs from one thread at a time without locks.
 #include <cpuid.h>
 #include <omp.h>
 #include <cstdint>
@@ -17,11 +22,13 @@
 
 #define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
 
-// Each variant namespace provides these two functions (generated model.cpp).
+// Each variant namespace provides these two functions (generated model.cpp); node_seconds is null or
+// kAccelcNumNodes counters that run adds each node's seconds to.
 #define ACCELC_DECLARE_VARIANT(v)                                                                     \
   namespace accelc_##v {                                                                              \
   int prepare(const char** reason);                                                                   \
-  int run(const void* const* inputs, void* const* outputs, unsigned char* arena, const unsigned char* weights); \
+  int run(const void* const* inputs, void* const* outputs, unsigned char* arena, const unsigned char* weights, \
+          double* node_seconds);                                                                      \
   }
 ACCELC_FOR_EACH_VARIANT(ACCELC_DECLARE_VARIANT)
 #undef ACCELC_DECLARE_VARIANT
@@ -106,7 +113,7 @@ bool variant_runs(const char* variant, const CpuFeatures& f, char* missing, size
 }
 
 // ---- variants built into this library ------------------------------------------------------------------
-using RunFn = int (*)(const void* const*, void* const*, unsigned char*, const unsigned char*);
+using RunFn = int (*)(const void* const*, void* const*, unsigned char*, const unsigned char*, double*);
 using PrepareFn = int (*)(const char**);
 struct Variant { const char* name; RunFn run; PrepareFn prepare; };
 
@@ -149,6 +156,10 @@ struct accelc_model {
   unsigned char* weights;
   unsigned char* arena;
   int threads;
+  double* node_seconds;       // kAccelcNumNodes counters (at least one element)
+  bool profiling;
+  long long profile_runs;     // accelc_run calls while profiling
+  double profile_run_seconds; // wall time of those calls
 };
 
 ACCELC_EXPORT int accelc_abi_version(void) { return 1; }
@@ -195,12 +206,13 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int nu
   }
   if (!chosen) return fail(1, "this CPU cannot run any ISA variant of the model (%s)", reasons);
 
-  accelc_model* m = new (std::nothrow) accelc_model{chosen, nullptr, nullptr, num_threads};
+  accelc_model* m = new (std::nothrow) accelc_model{chosen, nullptr, nullptr, num_threads, nullptr, false, 0, 0.0};
   if (!m) return fail(3, "out of memory allocating the model%s");
   m->weights = static_cast<unsigned char*>(aligned_alloc_bytes(weights_size));
   m->arena = static_cast<unsigned char*>(aligned_alloc_bytes(kAccelcArenaBytes));
-  if (!m->weights || !m->arena) {
-    std::free(m->weights); std::free(m->arena); delete m;
+  m->node_seconds = static_cast<double*>(std::calloc(kAccelcNumNodes > 0 ? kAccelcNumNodes : 1, sizeof(double)));
+  if (!m->weights || !m->arena || !m->node_seconds) {
+    std::free(m->weights); std::free(m->arena); std::free(m->node_seconds); delete m;
     char msg[64];
     std::snprintf(msg, sizeof msg, "%llu", (unsigned long long)(weights_size + kAccelcArenaBytes));
     return fail(3, "out of memory allocating %s bytes of weights and activations", msg);
@@ -219,7 +231,12 @@ ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* c
   for (int i = 0; i < kAccelcNumOutputs; ++i)
     if (!outputs[i]) return fail(4, "accelc_run: output %s is NULL", kAccelcOutputNames[i]);
   if (m->threads > 0) omp_set_num_threads(m->threads);
-  return m->variant->run(inputs, outputs, m->arena, m->weights);
+  if (!m->profiling) return m->variant->run(inputs, outputs, m->arena, m->weights, nullptr);
+  const double start = omp_get_wtime();
+  const int rc = m->variant->run(inputs, outputs, m->arena, m->weights, m->node_seconds);
+  m->profile_run_seconds += omp_get_wtime() - start;
+  ++m->profile_runs;
+  return rc;
 }
 
 ACCELC_EXPORT const char* accelc_model_variant(const accelc_model* m) { return m ? m->variant->name : nullptr; }
@@ -228,7 +245,58 @@ ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
   if (!m) return;
   std::free(m->weights);
   std::free(m->arena);
+  std::free(m->node_seconds);
   delete m;
 }
 
 ACCELC_EXPORT const char* accelc_last_error(void) { return g_last_error; }
+
+// ---- profiling ---------------------------------------------------------------------------------------------
+ACCELC_EXPORT int accelc_profile_count(void) { return kAccelcNumNodes; }
+
+ACCELC_EXPORT const char* accelc_profile_node(int i) {
+  if (i < 0 || i >= kAccelcNumNodes) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "%d is not a node index (the model has %d nodes)", i, kAccelcNumNodes);
+    fail(4, "accelc_profile_node: %s", msg);
+    return nullptr;
+  }
+  return kAccelcNodeLabels[i];
+}
+
+ACCELC_EXPORT const char* accelc_profile_node_op(int i) {
+  if (i < 0 || i >= kAccelcNumNodes) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "%d is not a node index (the model has %d nodes)", i, kAccelcNumNodes);
+    fail(4, "accelc_profile_node_op: %s", msg);
+    return nullptr;
+  }
+  return kAccelcNodeOps[i];
+}
+
+ACCELC_EXPORT int accelc_profile_enable(accelc_model* m, int on) {
+  if (!m) return fail(4, "accelc_profile_enable: model is NULL%s");
+  if (on != 0 && on != 1) return fail(4, "accelc_profile_enable: on must be 0 (stop) or 1 (reset and start)%s");
+  if (on) {
+    std::memset(m->node_seconds, 0, sizeof(double) * (kAccelcNumNodes > 0 ? kAccelcNumNodes : 1));
+    m->profile_runs = 0;
+    m->profile_run_seconds = 0.0;
+  }
+  m->profiling = on != 0;
+  return 0;
+}
+
+ACCELC_EXPORT int accelc_profile_read(const accelc_model* m, double* seconds, int capacity, long long* runs,
+                                      double* run_seconds) {
+  if (!m) return fail(4, "accelc_profile_read: model is NULL%s");
+  if (capacity < kAccelcNumNodes) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "capacity %d, the model has %d nodes", capacity, kAccelcNumNodes);
+    return fail(4, "accelc_profile_read: seconds is too small (%s; see accelc_profile_count)", msg);
+  }
+  if (kAccelcNumNodes > 0 && !seconds) return fail(4, "accelc_profile_read: seconds is NULL%s");
+  if (kAccelcNumNodes > 0) std::memcpy(seconds, m->node_seconds, sizeof(double) * kAccelcNumNodes);
+  if (runs) *runs = m->profile_runs;
+  if (run_seconds) *run_seconds = m->profile_run_seconds;
+  return 0;
+}

@@ -29,7 +29,8 @@ import pytest
 from accelc.backends.cpu_amx import packing
 
 KERNELS = Path(__file__).resolve().parents[1] / "accelc" / "backends" / "cpu_amx" / "kernels"
-SOURCES = [KERNELS / "accelc_gemm.cpp", KERNELS / "accelc_conv.cpp", KERNELS / "tests" / "kernel_test_entry.cpp"]
+SOURCES = [KERNELS / "accelc_gemm.cpp", KERNELS / "accelc_conv.cpp", KERNELS / "accelc_attention.cpp",
+           KERNELS / "tests" / "kernel_test_entry.cpp"]
 CXX = shutil.which("g++")
 
 VARIANT_FLAGS = {
@@ -118,8 +119,11 @@ def kernel_lib(build_dir):
             objs = compile_objects(variant, SOURCES, build_dir)
             so = build_dir / f"kernels-{variant}-{hashlib.sha256(b''.join(o.name.encode() for o in objs)).hexdigest()[:16]}.so"
             if not so.exists():
-                r = subprocess.run([CXX, "-shared", "-fopenmp", *map(str, objs), "-o", str(so)], capture_output=True, text=True)
+                # linked under a private name and renamed: another xdist worker may be linking it too
+                tmp = so.with_name(f"{so.name}.{os.getpid()}.tmp")
+                r = subprocess.run([CXX, "-shared", "-fopenmp", *map(str, objs), "-o", str(tmp)], capture_output=True, text=True)
                 assert r.returncode == 0, r.stderr
+                os.replace(tmp, so)
             _LIBS[variant] = KernelLib(ctypes.CDLL(str(so)), variant)
         return _LIBS[variant]
     return get

@@ -1,8 +1,9 @@
 """The cpu_amx backend: support table, lowering to C++, build, and the artifact parts.
 
-``lower`` = codegen.generate (model.cpp, headers, weights.bin, memory plan) + build.Builder (g++ per ISA
-variant, cached) -> CompiledParts with the library, weights, public header and the generated and
-hand-written sources for inspection.
+``lower`` = codegen_attention.legalize (attention subgraphs -> one fused node) + codegen.generate
+(model.cpp, headers, weights.bin, memory plan) + build.Builder (g++ per ISA variant, cached) ->
+CompiledParts with the library, weights, public header and the generated and hand-written sources
+for inspection.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ...errors import BackendError
 from ...ir import Graph, Node
 from ...targets import Target
 from ..base import BackendOptions, CompiledParts
-from . import codegen, isa
+from . import codegen, codegen_attention, isa
 from .build import KERNELS, RUNTIME_SRC, Builder
 
 ABI_VERSION = 1
@@ -26,6 +27,7 @@ class CpuAmxBackend:
         if target.backend != self.name:
             raise BackendError(f"target '{target.name}' is not served by the CPU backend")
         variants = isa.variants_for(target)
+        graph, n_attention = codegen_attention.legalize(graph)
         gen = codegen.generate(graph, variants)
         builder = Builder(options.cache_dir, verbose=options.verbose, debug=options.debug)
         library, src_dir = builder.build_model(gen.model_cpp, gen.config_h, variants)
@@ -51,6 +53,7 @@ class CpuAmxBackend:
             "threads": options.threads,
             "arena_bytes": gen.arena_bytes,
             "weights_bytes": gen.weights_bytes,
+            "fused_attention": n_attention,
         }
         return CompiledParts(files, manifest)
 

@@ -129,6 +129,10 @@ def lower_transpose(ctx: LowerCtx, node: Node) -> None:
     shape = ctx.shape(src)
     perm = node.attrs.perm if node.attrs.perm is not None else tuple(reversed(range(len(shape))))
     perm = [p % len(shape) for p in perm] if shape else []
+    moved = [p for p in perm if shape[p] != 1]
+    if moved == sorted(moved):   # only size-1 axes move: the bytes are already in order
+        lower_view(ctx, node)
+        return
     st = contiguous_strides(shape)
     tables = [np.arange(shape[p], dtype=np.int64) * st[p] for p in perm]
     emit_index_copy(ctx, src, out, tables, None, f"transpose perm={tuple(perm)}")

@@ -66,7 +66,7 @@ struct NoThreadCtx {};
 template <class ThreadCtx = NoThreadCtx, class Body>
 void for_each_task(int M, int npanels, const Tiling& t, double macs, Body body) {
   const int tasks = t.mblocks * t.pblocks;
-  const bool parallel = tasks > 1 && macs >= kParallelMinMacs;
+  const bool parallel = tasks > 1 && macs >= kParallelMinMacs && !omp_in_parallel();
 #pragma omp parallel if (parallel)
   {
     ThreadCtx ctx;
@@ -85,7 +85,7 @@ void for_each_task(int M, int npanels, const Tiling& t, double macs, Body body) 
   std::abort();
 }
 
-// ---- per-thread scratch for the converted A operand of the bf16 GEMMs -----------------------------
+// ---- per-thread scratch: the converted A operand of the bf16 GEMMs, K-split partial sums ----------
 // Kept per calling thread and grown on demand: converting A once per call (O(M*K)) is cheap, paying
 // page faults for a fresh allocation on every call is not. Plain static TLS (constant-initialised, no
 // destructor) so that no TLS wrapper symbols are emitted.
@@ -94,17 +94,22 @@ struct ScratchBuffer {
   size_t bytes;
 };
 static thread_local ScratchBuffer t_a_scratch = {nullptr, 0};
+#if defined(ACCELC_VARIANT_AVX2)
+static thread_local ScratchBuffer t_acc_scratch = {nullptr, 0};   // K-split partial sums (gemm_f32)
+#endif
 
-void* a_scratch(size_t bytes) {
+void* thread_scratch(ScratchBuffer& b, size_t bytes) {
   bytes = (bytes + 63) / 64 * 64 + 64;
-  if (bytes > t_a_scratch.bytes) {
-    std::free(t_a_scratch.data);
-    t_a_scratch.data = std::aligned_alloc(64, bytes);
-    t_a_scratch.bytes = t_a_scratch.data ? bytes : 0;
-    if (!t_a_scratch.data) out_of_memory(bytes);
+  if (bytes > b.bytes) {
+    std::free(b.data);
+    b.data = std::aligned_alloc(64, bytes);
+    b.bytes = b.data ? bytes : 0;
+    if (!b.data) out_of_memory(bytes);
   }
-  return t_a_scratch.data;
+  return b.data;
 }
+
+void* a_scratch(size_t bytes) { return thread_scratch(t_a_scratch, bytes); }
 
 // ---- AMX permission state ----------------------------------------------------------------------
 #if defined(ACCELC_VARIANT_AMX)
@@ -145,7 +150,7 @@ ABuffer prepare_a(int M, int K, const Src* A, int lda, int k_align, int m_align)
   buf.rows = round_up(M, m_align);
   AElem* out = static_cast<AElem*>(a_scratch(static_cast<size_t>(buf.rows) * buf.ld * sizeof(AElem)));
   buf.data = out;
-  const bool parallel = static_cast<double>(M) * K >= kParallelMinMacs;
+  const bool parallel = static_cast<double>(M) * K >= kParallelMinMacs && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (parallel)
   for (int m = 0; m < buf.rows; ++m) {
     AElem* dst = out + static_cast<size_t>(m) * buf.ld;
@@ -175,12 +180,13 @@ ABuffer prepare_a(int M, int K, const Src* A, int lda, int k_align, int m_align)
 
 // ---- kernel dispatch: compile-time row counts for the row tails ----------------------------------
 #if defined(ACCELC_VARIANT_AVX2)
-template <int MR = avx2::kMR>
+template <bool LOAD = false, bool FINAL = true, int MR = avx2::kMR>
 ACCELC_INLINE void avx2_f32_rows(int rows, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
-                                 int m0, int n0, int cols, const Epilogue& ep) {
+                                 int m0, int n0, int cols, const Epilogue& ep, float* acc = nullptr,
+                                 int ldacc = 0) {
   if constexpr (MR > 0) {
-    if (rows == MR) return avx2::f32_panel<MR>(K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
-    return avx2_f32_rows<MR - 1>(rows, K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
+    if (rows == MR) return avx2::f32_panel<MR, LOAD, FINAL>(K, A, lda, Bp, C, ldc, m0, n0, cols, ep, acc, ldacc);
+    return avx2_f32_rows<LOAD, FINAL, MR - 1>(rows, K, A, lda, Bp, C, ldc, m0, n0, cols, ep, acc, ldacc);
   }
 }
 #else
@@ -325,7 +331,7 @@ size_t packed_b_elems_bf16(int K, int N) {
 
 void pack_b_f32(int K, int N, const float* B, int ldb, bool trans, float* Bp) {
   const int npanels = ceil_div(N, 16);
-  const bool parallel = static_cast<double>(K) * N >= kParallelMinMacs;
+  const bool parallel = static_cast<double>(K) * N >= kParallelMinMacs && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (parallel)
   for (int p = 0; p < npanels; ++p) {
     float* dst = Bp + static_cast<size_t>(p) * K * 16;
@@ -345,7 +351,7 @@ void pack_b_f32(int K, int N, const float* B, int ldb, bool trans, float* Bp) {
 void pack_b_bf16(int K, int N, const float* B, int ldb, bool trans, uint16_t* Bp) {
   const int npanels = ceil_div(N, 16);
   const int Kp = round_up(K > 0 ? K : 1, 32);
-  const bool parallel = static_cast<double>(K) * N >= kParallelMinMacs;
+  const bool parallel = static_cast<double>(K) * N >= kParallelMinMacs && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (parallel)
   for (int p = 0; p < npanels; ++p) {
     uint16_t* dst = Bp + static_cast<size_t>(p) * Kp * 16;
@@ -371,14 +377,42 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
   const size_t pstride = static_cast<size_t>(K) * 16;
   const double macs = static_cast<double>(M) * N * K;
 #if defined(ACCELC_VARIANT_AVX2)
-  const Tiling t = plan_tiles(M, npanels, 8 * avx2::kMR, 1, macs);
+  // Cache blocking: a task's A block (up to 192 rows x kKc) stays in L2 while each panel's K block
+  // (kKc x 16 floats, 16 KiB) is read once from memory into L1 and used by every row of the block. With
+  // up to 192 rows in one block, each weight is streamed from memory once per call. Deeper K runs in
+  // blocks whose partial sums wait in per-thread scratch (exact, see f32_panel).
+  constexpr int kKc = 256;
+  const int mb = M <= 192 ? round_up(M, avx2::kMR) : 16 * avx2::kMR;
+  const Tiling t = plan_tiles(M, npanels, mb, 1, macs);
+  const int ldacc = t.pb * 16;
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
-    for (int p = p0; p < p1; ++p) {
-      const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
-      for (int m = m0; m < m1; m += avx2::kMR) {
-        const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
-        avx2_f32_rows(rows, K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
-                      C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
+    if (K <= kKc) {
+      for (int p = p0; p < p1; ++p) {
+        const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
+        for (int m = m0; m < m1; m += avx2::kMR) {
+          const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
+          avx2_f32_rows(rows, K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
+                        C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
+        }
+      }
+      return;
+    }
+    float* acc = static_cast<float*>(thread_scratch(t_acc_scratch, static_cast<size_t>(t.mb) * ldacc * sizeof(float)));
+    for (int k0 = 0; k0 < K; k0 += kKc) {
+      const int kl = K - k0 < kKc ? K - k0 : kKc;
+      const bool first = k0 == 0, last = k0 + kl >= K;
+      for (int p = p0; p < p1; ++p) {
+        const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
+        const float* Bk = Bp + p * pstride + static_cast<size_t>(k0) * 16;
+        for (int m = m0; m < m1; m += avx2::kMR) {
+          const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
+          const float* Ak = A + static_cast<size_t>(m) * lda + k0;
+          float* Cm = C + static_cast<size_t>(m) * ldc + n0;
+          float* am = acc + static_cast<size_t>(m - m0) * ldacc + (p - p0) * 16;
+          if (first) avx2_f32_rows<false, false>(rows, kl, Ak, lda, Bk, Cm, ldc, m, n0, cols, ep, am, ldacc);
+          else if (last) avx2_f32_rows<true, true>(rows, kl, Ak, lda, Bk, Cm, ldc, m, n0, cols, ep, am, ldacc);
+          else avx2_f32_rows<true, false>(rows, kl, Ak, lda, Bk, Cm, ldc, m, n0, cols, ep, am, ldacc);
+        }
       }
     }
   });

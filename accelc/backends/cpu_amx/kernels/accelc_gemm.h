@@ -9,15 +9,17 @@
 //   avx2     accelc_avx2    -DACCELC_VARIANT_AVX2    -mavx2 -mfma -mf16c
 //
 // all with -std=c++17 -DACCELC_NS=<namespace> -O3 -fopenmp -fPIC; the sources of a variant are
-// accelc_gemm.cpp and accelc_conv.cpp (the other files here are internal headers). Because the same source is compiled with
-// different instruction sets and then linked into one library, the kernel sources define nothing
-// outside ACCELC_NS and use no out-of-line C++ library templates: a weak (COMDAT) symbol emitted by
-// two variants would be merged by the linker and the AVX2 path could end up running AVX-512 code.
+// accelc_gemm.cpp, accelc_conv.cpp and accelc_attention.cpp (the other files here are internal
+// headers). Because the same source is compiled with different instruction sets and then linked
+// into one library, the kernel sources define nothing outside ACCELC_NS and use no out-of-line C++
+// library templates: a weak (COMDAT) symbol emitted by two variants would be merged by the linker
+// and the AVX2 path could end up running AVX-512 code.
 //
 // Calling convention: the caller picks the variant (CPU feature check) before calling anything in
 // it; no function here may be called on a CPU lacking the variant's ISA. The caller sets the thread
 // count (omp_set_num_threads); every kernel parallelises with OpenMP over output tiles and never
-// splits K, so results are bitwise independent of the thread count.
+// splits K, so results are bitwise independent of the thread count. Called from inside a parallel
+// region, the GEMMs and packing routines run on the calling thread.
 #pragma once
 
 #include <cstddef>
@@ -92,6 +94,29 @@ void conv2d_f32(const Conv2dShape& s, const float* x, const float* w, float* y, 
 // w as bf16 bits; x rounded to bf16 (nearest even) while forming im2col; fp32 accumulation.
 void conv2d_bf16(const Conv2dShape& s, const float* x, const uint16_t* w, float* y, const Epilogue& ep,
                  uint16_t* scratch);
+
+// ---- fused attention ---------------------------------------------------------------------------
+// out[b,h] = softmax(scale * Q[b,h] K[b,h]^T + mask[b,h]) V[b,h] for b < batch, h < heads, with fp32
+// accumulation (bf16 = true: both products round their operands to bf16 first, as gemm_bf16 does).
+// Every operand is a strided view, element [b, h, row, col] at ptr[b*s[0] + h*s[1] + row*s[2] + col*s[3]]:
+// Q is [sq, d], K is [sk, d] (row = key), V is [sk, dv], mask [sq, sk] (strides 0 broadcast; nullptr =
+// no mask), out [sq, dv]. Any strides work; unit column strides (or unit row strides for K and V) are
+// read without a gather. `scratch` holds attention_scratch_bytes(args) bytes (the packed K and V of
+// every head). Called outside a parallel region; it parallelises over heads and blocks of query rows.
+struct AttentionArgs {
+  int batch = 0, heads = 0, sq = 0, sk = 0, d = 0, dv = 0;
+  float scale = 1.f;
+  bool bf16 = false;
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const float* mask = nullptr;
+  float* out = nullptr;
+  int64_t q_stride[4] = {0, 0, 0, 0}, k_stride[4] = {0, 0, 0, 0}, v_stride[4] = {0, 0, 0, 0},
+          mask_stride[4] = {0, 0, 0, 0}, out_stride[4] = {0, 0, 0, 0};
+};
+size_t attention_scratch_bytes(const AttentionArgs& a);
+void attention(const AttentionArgs& a, void* scratch);
 
 // ---- AMX state --------------------------------------------------------------------------------
 // Linux hands out the AMX tile state only on request (arch_prctl(ARCH_REQ_XCOMP_PERM,

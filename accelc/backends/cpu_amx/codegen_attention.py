@@ -1,0 +1,280 @@
+"""Fused attention on the CPU: matched subgraphs -> one ``accelc_cpu.Attention`` node -> kernels' attention().
+
+Why: exported encoders compute attention as a dozen nodes: the Q/K/V of every head are cut out of the
+projection's output by Transpose/Gather/Reshape copies, scaled by Mul nodes, multiplied head by head
+through a score matrix that goes to memory, soft-maxed, multiplied again and transposed back. The fused
+kernel (kernels/accelc_attention.cpp) reads Q, K and V where the projection wrote them, keeps one block
+of score rows per thread in cache, and writes the result where the consumer wants it.
+
+``legalize`` (run by the backend before code generation; the IR and the artifact never see the node):
+
+1. ``attention_match.find_attention`` finds softmax(Q K^T * scale + mask) V.
+2. Each of Q, K and V is traced back through view-like producers: Transpose, Reshape / Flatten /
+   Squeeze / Unsqueeze (when the strides allow it without a copy), Gather of one constant index, Slice
+   and Split with constant bounds, and Mul/Div by a constant scalar (folded into the scale). The kernel
+   then reads the oldest tensor of the chain through 4-D strides [batch, head, row, column]; the copies
+   the chain made become dead and are removed.
+3. When the result's only reader is a Transpose that keeps the last axis last, the kernel writes the
+   transposed layout directly and the Transpose disappears.
+
+Numerics: scalar factors are applied to the fp32 scores instead of to Q and K (a reordering of
+multiplications by constants); with compute bf16 both products round their operands to bf16, as the
+FusedGemms they replace do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ir import DType, Graph, Node
+from ...passes import eliminate_dead_code
+from ...passes.manager import PassContext
+from ..attention_match import AttentionMatch, find_attention, replace_nodes, scalar_const
+from .codegen_context import LowerCtx, lowering, static_shape
+from .codegen_data import _slice_params, contiguous_strides
+from .emitter import c_float
+
+ATTENTION_OP = "accelc_cpu.Attention"
+INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class View:
+    """``base`` read as a strided tensor: element i is base[offset + sum(i[k] * strides[k])]."""
+    base: str
+    offset: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+
+def dense_view(graph: Graph, v: str) -> View:
+    shape = static_shape(graph, v)
+    return View(v, 0, shape, tuple(contiguous_strides(shape)))
+
+
+def reshape_strides(shape, strides, new_shape) -> tuple[int, ...] | None:
+    """Strides that read ``new_shape`` from a strided tensor without a copy, or None when none exist
+    (the row-major order of the new shape must walk groups of input dims that are contiguous in memory)."""
+    old = [(s, st) for s, st in zip(shape, strides) if s != 1]
+    new = list(new_shape)
+    if any(s == 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(new, dtype=np.int64)):
+        return None
+    out = [0] * len(new)
+    oi = ni = 0
+    while oi < len(old) and ni < len(new):
+        np_, op_ = new[ni], old[oi][0]
+        oj, nj = oi + 1, ni + 1
+        while np_ != op_:
+            if np_ < op_:
+                np_ *= new[nj]
+                nj += 1
+            else:
+                op_ *= old[oj][0]
+                oj += 1
+        for ok in range(oi, oj - 1):
+            if old[ok][1] != old[ok + 1][0] * old[ok + 1][1]:
+                return None
+        out[nj - 1] = old[oj - 1][1]
+        for nk in range(nj - 1, ni, -1):
+            out[nk - 1] = out[nk] * new[nk]
+        oi, ni = oj, nj
+    return tuple(out)   # trailing new dims (all of size 1) keep stride 0: they are never stepped
+
+
+def _apply(graph: Graph, node: Node, out: str, view: View) -> View | None:
+    """The view of ``out`` (an output of ``node``) given the view of node.inputs[0]; None if it is a copy."""
+    shape, strides, offset = list(view.shape), list(view.strides), view.offset
+    out_shape = static_shape(graph, out)
+    op = node.op
+    if op == "Transpose":
+        perm = node.attrs.perm if node.attrs.perm is not None else tuple(reversed(range(len(shape))))
+        return View(view.base, offset, tuple(shape[p] for p in perm), tuple(strides[p] for p in perm))
+    if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
+        st = reshape_strides(shape, strides, out_shape)
+        return None if st is None else View(view.base, offset, out_shape, st)
+    if op == "Gather":
+        idx = node.inputs[1]
+        if idx not in graph.constants or graph.constants[idx].size != 1:
+            return None
+        axis = node.attrs.axis % len(shape)
+        i = int(np.asarray(graph.constants[idx]).reshape(-1)[0])
+        i = i + shape[axis] if i < 0 else i
+        if not 0 <= i < shape[axis]:
+            return None
+        offset += i * strides[axis]
+        if graph.constants[idx].ndim == 0:
+            del shape[axis], strides[axis]
+        else:
+            shape[axis] = 1
+        return View(view.base, offset, tuple(shape), tuple(strides)) if tuple(shape) == out_shape else None
+    if op == "Slice":
+        if any(v and v not in graph.constants for v in node.inputs[1:]):
+            return None
+        for axis, r in enumerate(_slice_params(graph, node)):
+            offset += (r.start if len(r) else 0) * strides[axis]
+            shape[axis], strides[axis] = len(r), strides[axis] * r.step
+        return View(view.base, offset, tuple(shape), tuple(strides))
+    if op == "Split":
+        axis = node.attrs.axis % len(shape)
+        k = list(node.outputs).index(out)
+        offset += sum(node.attrs.sizes[:k]) * strides[axis]
+        shape[axis] = node.attrs.sizes[k]
+        return View(view.base, offset, tuple(shape), tuple(strides))
+    return None
+
+
+VIEW_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Gather", "Slice", "Split")
+
+
+def trace_view(graph: Graph, producers: dict[str, Node], v: str) -> tuple[View, float]:
+    """The oldest fp32 tensor ``v`` can be read from through views, and the scalar factor applied on the way."""
+    chain: list[tuple[Node, str]] = []   # (node, its output on the path), newest first
+    cur = v
+    while True:
+        node = producers.get(cur)
+        if node is None or graph.types[cur].dtype != DType.float32:
+            break
+        if node.op in VIEW_OPS and node.inputs[0] and graph.types[node.inputs[0]].dtype == DType.float32:
+            chain.append((node, cur))
+            cur = node.inputs[0]
+        elif node.op in ("Mul", "Div") and scalar_const(graph, node.inputs[1]) is not None \
+                and graph.types[node.inputs[0]].shape == graph.types[cur].shape:
+            chain.append((node, cur))
+            cur = node.inputs[0]
+        elif node.op == "Mul" and scalar_const(graph, node.inputs[0]) is not None \
+                and graph.types[node.inputs[1]].shape == graph.types[cur].shape:
+            chain.append((node, cur))
+            cur = node.inputs[1]
+        else:
+            break
+    view, factor = dense_view(graph, cur), 1.0
+    for node, out in reversed(chain):
+        if node.op in ("Mul", "Div"):
+            c = scalar_const(graph, node.inputs[1] if scalar_const(graph, node.inputs[1]) is not None else node.inputs[0])
+            if c == 0.0 or not np.isfinite(c):
+                view, factor = dense_view(graph, out), 1.0
+                continue
+            factor = factor * c if node.op == "Mul" else factor / c
+            view = View(view.base, view.offset, static_shape(graph, out), view.strides)
+            continue
+        nxt = _apply(graph, node, out, view)
+        # a step that needs a copy: start again from the tensor that step materialises
+        view, factor = (nxt, factor) if nxt is not None else (dense_view(graph, out), 1.0)
+    return view, factor
+
+
+def _as4(view: View, rank: int) -> tuple[int, ...]:
+    """[batch, head, row, column] strides of a rank-3 ([batch*, row, column]) or rank-4 view."""
+    return tuple(view.strides) if rank == 4 else (view.strides[0], 0, view.strides[1], view.strides[2])
+
+
+@dataclass(frozen=True)
+class CpuAttentionAttrs:
+    """Strides are in elements of [batch, head, row, column]; the inputs are (q, k, v[, mask]) bases."""
+    batch: int
+    heads: int
+    sq: int
+    sk: int
+    d: int
+    dv: int
+    scale: float
+    bf16: bool
+    q: tuple[int, ...]          # offset, then 4 strides
+    k: tuple[int, ...]          # K[b, h, j, c]: row j = key, column c over d
+    v: tuple[int, ...]
+    mask: tuple[int, ...] | None
+    out: tuple[int, ...]
+
+
+def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
+    if m.compute != m.pv_compute:
+        return None
+    if any(graph.types[x].dtype != DType.float32 for x in (m.q, m.k, m.v, m.pv.outputs[0])):
+        return None
+    if m.mask is not None and graph.types[m.mask].dtype != DType.float32:
+        return None
+    rank = m.rank
+    q, fq = trace_view(graph, producers, m.q)
+    k, fk = trace_view(graph, producers, m.k)
+    v, fv = trace_view(graph, producers, m.v)
+    if m.k_transposed:      # K^T [.., D, Sk] -> K [.., Sk, D]
+        k = View(k.base, k.offset, k.shape[:-2] + (k.shape[-1], k.shape[-2]), k.strides[:-2] + (k.strides[-1], k.strides[-2]))
+    batch, heads = (m.batch[0], m.batch[1]) if rank == 4 else (m.batch[0], 1)
+    out_value = m.pv.outputs[0]
+    out_strides = _as4(dense_view(graph, out_value), rank)
+    readers = users.get(out_value, [])
+    if len(readers) == 1 and readers[0].op == "Transpose" and out_value not in graph.outputs:
+        t = readers[0]
+        perm = t.attrs.perm if t.attrs.perm is not None else tuple(reversed(range(rank)))
+        perm = tuple(p % rank for p in perm)
+        if perm[-1] == rank - 1:
+            dense = contiguous_strides(static_shape(graph, t.outputs[0]))
+            st = [0] * rank
+            for i, p in enumerate(perm):
+                st[p] = dense[i]
+            out_value, out_strides = t.outputs[0], _as4(View(out_value, 0, (), tuple(st)), rank)
+    mask_spec = None
+    inputs = [q.base, k.base, v.base]
+    if m.mask is not None:
+        mshape = static_shape(graph, m.mask)
+        full = (1,) * (rank - len(mshape)) + mshape
+        dense = (0,) * (rank - len(mshape)) + tuple(contiguous_strides(mshape))
+        mst = tuple(0 if d == 1 else s for d, s in zip(full, dense))
+        mask_spec = (0,) + _as4(View(m.mask, 0, (), mst), rank)
+        inputs.append(m.mask)
+    specs = [(q.offset,) + _as4(q, rank), (k.offset,) + _as4(k, rank), (v.offset,) + _as4(v, rank)]
+    if any(abs(x) > INT_MAX for s in specs + [out_strides] + ([mask_spec] if mask_spec else []) for x in s):
+        return None
+    attrs = CpuAttentionAttrs(batch, heads, m.sq, m.sk, m.d, m.dv, float(m.scale * fq * fk), m.compute == DType.bfloat16,
+                              specs[0], specs[1], specs[2], mask_spec, (0,) + tuple(out_strides))
+    if fv != 1.0:
+        return None   # a factor on V scales the output: keep the graph as it is (rare)
+    return Node(ATTENTION_OP, tuple(inputs), (out_value,), attrs, f"attention_{m.pv.name}")
+
+
+def legalize(graph: Graph) -> tuple[Graph, int]:
+    """The graph with every matched attention fused into ``accelc_cpu.Attention`` (dead copies removed)."""
+    matches = find_attention(graph)
+    if not matches:
+        return graph, 0
+    producers, users = graph.producers(), graph.consumers()
+    fused = [(m, n) for m in matches if (n := _fuse(graph, producers, users, m)) is not None]
+    if not fused:
+        return graph, 0
+    g = replace_nodes(graph, fused)
+    # an output-side Transpose the kernel now writes through is replaced too
+    written = {n.outputs[0] for _, n in fused}
+    g.nodes = [n for n in g.nodes if not (n.op == "Transpose" and n.outputs[0] in written)]
+    g = eliminate_dead_code.PASS(g, PassContext()).graph
+    return g, len(fused)
+
+
+@lowering(ATTENTION_OP)
+def lower_attention(ctx: LowerCtx, node: Node) -> None:
+    a: CpuAttentionAttrs = node.attrs
+    em = ctx.em
+    ptrs = [ctx.ptr(v) for v in node.inputs]
+    em.comment(f"softmax(Q K^T * {a.scale:g}{' + mask' if a.mask else ''}) V over {a.batch}x{a.heads} heads, "
+               f"{a.sq}x{a.sk} scores, head dims {a.d}/{a.dv}, {'bf16' if a.bf16 else 'fp32'} products; Q, K, V read "
+               f"in place through strides")
+    em.line("AttentionArgs at;")
+    em.line(f"at.batch = {a.batch}; at.heads = {a.heads}; at.sq = {a.sq}; at.sk = {a.sk}; at.d = {a.d}; at.dv = {a.dv};")
+    em.line(f"at.scale = {c_float(a.scale)}; at.bf16 = {'true' if a.bf16 else 'false'};")
+    for name, ptr, spec in (("q", ptrs[0], a.q), ("k", ptrs[1], a.k), ("v", ptrs[2], a.v),
+                            ("mask", ptrs[3] if a.mask else None, a.mask), ("out", ctx.ptr(node.outputs[0]), a.out)):
+        if spec is None:
+            continue
+        em.line(f"at.{name} = {ptr} + {spec[0]}; "
+                + " ".join(f"at.{name}_stride[{i}] = {s};" for i, s in enumerate(spec[1:])))
+    scratch = ctx.scratch(attention_scratch_bytes(a), "unsigned char", "K and V of every head, packed")
+    em.line(f"attention(at, {scratch});")
+
+
+def attention_scratch_bytes(a: CpuAttentionAttrs) -> int:
+    """Must equal attention_scratch_bytes() of kernels/accelc_attention.cpp: both packed operands of every head."""
+    def packed(k: int, n: int) -> int:
+        np16 = (n + 15) // 16 * 16
+        return np16 * ((k + 31) // 32 * 32) * 2 if a.bf16 else np16 * k * 4
+    per_head = packed(a.d, a.sk) + packed(a.sk, a.dv)
+    return a.batch * a.heads * ((per_head + 63) // 64 * 64)

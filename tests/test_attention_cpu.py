@@ -1,0 +1,187 @@
+"""Fused attention in the CPU backend (codegen_attention.py, kernels/accelc_attention.cpp).
+
+Attention subgraphs written the ways exporters write them are compiled for ``host`` and compared with a
+float64 NumPy computation of the same model; the manifest says how many were fused, and the generated
+code must not contain the copies the fusion reads through. The strided-view algebra is checked against
+NumPy's own reshape.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import as_strided
+from onnx import TensorProto, helper, numpy_helper
+
+import accelc
+from accelc.backends.cpu_amx.codegen_attention import reshape_strides
+
+F = TensorProto.FLOAT
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "attention", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def const(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def compile_and_run(m, feeds, dtype="fp32", cache=None):
+    cm = accelc.compile(m, "host", dtype=dtype, cache_dir=cache, measure_accuracy=False)
+    return cm, cm.run(feeds)
+
+
+def fused_count(cm) -> int:
+    return cm.manifest["backend"]["fused_attention"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("accelc_attention_cache"))
+
+
+# ---- view algebra ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,perm,new", [
+    ((2, 3, 4), (0, 1, 2), (6, 4)),
+    ((2, 3, 4), (1, 0, 2), (3, 2, 2, 2)),          # splitting the last (contiguous) axis
+    ((4, 6, 8), (0, 2, 1), (4, 8, 2, 3)),          # splitting a strided axis
+    ((1, 5, 1, 6), (2, 1, 0, 3), (5, 6)),          # size-1 axes dropped
+    ((3, 4, 5), (2, 0, 1), (5, 12)),               # merging two contiguous axes
+    ((3, 4, 5), (0, 1, 2), (1, 60, 1)),
+])
+def test_reshape_strides_reads_what_numpy_reshape_gives(shape, perm, new):
+    base = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    view = base.transpose(perm)
+    strides = tuple(s // 4 for s in view.strides)
+    st = reshape_strides(view.shape, strides, new)
+    assert st is not None
+    got = as_strided(base, new, tuple(s * 4 for s in st))
+    np.testing.assert_array_equal(got, view.reshape(new))
+
+
+def test_reshape_strides_refuses_a_merge_that_needs_a_copy():
+    view = np.zeros((3, 4), np.float32).T          # merging a transposed pair is not a view
+    assert reshape_strides(view.shape, tuple(s // 4 for s in view.strides), (12,)) is None
+    assert reshape_strides((2, 3), (3, 1), (5,)) is None   # element counts differ
+
+
+# ---- whole models ------------------------------------------------------------------------------------------
+def hf_attention(b, s, hidden, heads, mask_shape):
+    """HuggingFace-BERT style: separate Q/K/V projections, [B,S,H,D] -> [B,H,S,D], K transposed to
+    [B,H,D,S], Div by sqrt(d), additive mask, softmax, P V, back to [B,S,hidden], output projection."""
+    d = hidden // heads
+    rng = np.random.default_rng(1)
+    w = {n: rng.standard_normal((hidden, hidden)).astype(np.float32) / np.sqrt(hidden) for n in "qkvo"}
+    nodes, inits = [], [const("w" + n, w[n]) for n in "qkvo"]
+    inits += [const("split_shape", [b, s, heads, d], np.int64), const("merge_shape", [b, s, hidden], np.int64),
+              const("sqrt_d", np.sqrt(d))]
+    for n in "qkv":
+        nodes.append(helper.make_node("MatMul", ["x", "w" + n], [n + "_lin"]))
+        nodes.append(helper.make_node("Reshape", [n + "_lin", "split_shape"], [n + "_4d"]))
+    nodes += [
+        helper.make_node("Transpose", ["q_4d"], ["q"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k_4d"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v_4d"], ["v"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["q", "kt"], ["qk"]),
+        helper.make_node("Div", ["qk", "sqrt_d"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "merge_shape"], ["ctx_2d"]),
+        helper.make_node("MatMul", ["ctx_2d", "wo"], ["y"]),
+    ]
+    m = model(nodes, [helper.make_tensor_value_info("x", F, [b, s, hidden]),
+                      helper.make_tensor_value_info("mask", F, list(mask_shape))],
+              [helper.make_tensor_value_info("y", F, [b, s, hidden])], inits)
+
+    def reference(x, mask):
+        x, mask = x.astype(np.float64), mask.astype(np.float64)
+        q, k, v = ((x @ w[n]).reshape(b, s, heads, d).transpose(0, 2, 1, 3) for n in "qkv")
+        p = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d) + mask)
+        return (p @ v).transpose(0, 2, 1, 3).reshape(b, s, hidden) @ w["o"]
+    return m, reference
+
+
+@pytest.mark.parametrize("b,s,hidden,heads,mask_shape", [
+    (2, 13, 48, 4, (2, 1, 1, 13)),      # padding mask per batch; Sk and d = 12 not multiples of 16
+    (1, 40, 64, 2, (1, 2, 40, 40)),     # full mask per head
+    (1, 9, 32, 2, (1, 1, 9, 1)),        # a mask broadcast along the keys
+])
+def test_hf_style_attention_fuses_and_matches(b, s, hidden, heads, mask_shape, cache):
+    m, reference = hf_attention(b, s, hidden, heads, mask_shape)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, s, hidden)).astype(np.float32)
+    # -10000 over keys masks them; a mask constant along the keys only shifts rows (fp32 keeps ~1e-3 of
+    # a -10000 shift, so it uses a small one there)
+    masked = -10000.0 if mask_shape[-1] == s else -2.0
+    mask = np.where(rng.random(mask_shape) < 0.2, masked, 0.0).astype(np.float32)
+    cm, out = compile_and_run(m, {"x": x, "mask": mask}, cache=cache)
+    assert fused_count(cm) == 1
+    src = cm.artifact.member("src/model.cpp").decode()
+    assert "attention(at," in src and "index_copy" not in src   # Q, K, V and the result are read in place
+    np.testing.assert_allclose(out["y"], reference(x, mask), rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_attention_matches_within_bf16_rounding(cache):
+    m, reference = hf_attention(1, 24, 64, 4, (1, 1, 1, 24))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 24, 64)).astype(np.float32)
+    mask = np.zeros((1, 1, 1, 24), np.float32)
+    cm, out = compile_and_run(m, {"x": x, "mask": mask}, dtype="bf16", cache=cache)
+    assert fused_count(cm) == 1
+    ref = reference(x, mask)
+    cos = float(np.dot(out["y"].ravel(), ref.ravel()) / np.linalg.norm(out["y"]) / np.linalg.norm(ref))
+    assert cos > 0.999 and np.abs(out["y"] - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_rank3_attention_with_scaled_inputs_and_strided_q(cache):
+    """[N, S, D] operands; Q and K scaled by constants before the product (PyTorch's MHA export), Q read
+    through a transpose whose column stride is not 1 (gathered), K^T materialised by a Transpose."""
+    n, sq, sk, d, dv = 3, 10, 17, 20, 12
+    nodes = [
+        helper.make_node("Transpose", ["q_t"], ["q"], perm=[0, 2, 1]),      # q_t is [N, D, Sq]
+        helper.make_node("Mul", ["q", "c"], ["q_s"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("Mul", ["kt", "c"], ["kt_s"]),
+        helper.make_node("MatMul", ["q_s", "kt_s"], ["qk"]),
+        helper.make_node("Softmax", ["qk"], ["p"], axis=2),
+        helper.make_node("MatMul", ["p", "v"], ["y"]),
+    ]
+    m = model(nodes, [helper.make_tensor_value_info("q_t", F, [n, d, sq]), helper.make_tensor_value_info("k", F, [n, sk, d]),
+                      helper.make_tensor_value_info("v", F, [n, sk, dv])],
+              [helper.make_tensor_value_info("y", F, [n, sq, dv])], [const("c", 0.5)])
+    rng = np.random.default_rng(3)
+    feeds = {"q_t": rng.standard_normal((n, d, sq)).astype(np.float32),
+             "k": rng.standard_normal((n, sk, d)).astype(np.float32),
+             "v": rng.standard_normal((n, sk, dv)).astype(np.float32)}
+    cm, out = compile_and_run(m, feeds, cache=cache)
+    assert fused_count(cm) == 1
+    q = feeds["q_t"].astype(np.float64).transpose(0, 2, 1)
+    ref = softmax(0.25 * q @ feeds["k"].astype(np.float64).transpose(0, 2, 1)) @ feeds["v"]
+    np.testing.assert_allclose(out["y"], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_export_fuses_every_layer(cache, tmp_path):
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("export_encoder", Path(__file__).resolve().parents[1] / "examples" / "export_encoder.py")
+    exporter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exporter)
+    path = tmp_path / "enc.onnx"
+    mod = exporter.export_encoder(path, layers=2, hidden=64, heads=4, ffn=128, seq=16, batch=2)
+    x = np.random.default_rng(0).standard_normal((2, 16, 64)).astype(np.float32)
+    cm = accelc.compile(path, "host", cache_dir=cache, measure_accuracy=False)
+    assert fused_count(cm) == 2
+    with torch.inference_mode():
+        ref = mod(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(cm(x), ref, rtol=1e-4, atol=1e-4)

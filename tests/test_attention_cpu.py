@@ -126,6 +126,7 @@ def test_hf_style_attention_fuses_and_matches(b, s, hidden, heads, mask_shape, c
     mask = np.where(rng.random(mask_shape) < 0.2, masked, 0.0).astype(np.float32)
     cm, out = compile_and_run(m, {"x": x, "mask": mask}, cache=cache)
     assert fused_count(cm) == 1
+    assert cm.manifest["backend"]["merged_gemm_groups"] == 1     # Q, K and V: one product
     src = cm.artifact.member("src/model.cpp").decode()
     assert "attention(at," in src and "index_copy" not in src   # Q, K, V and the result are read in place
     np.testing.assert_allclose(out["y"], reference(x, mask), rtol=1e-4, atol=1e-4)
@@ -185,3 +186,35 @@ def test_encoder_export_fuses_every_layer(cache, tmp_path):
     with torch.inference_mode():
         ref = mod(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(cm(x), ref, rtol=1e-4, atol=1e-4)
+
+
+# ---- horizontal fusion of sibling GEMMs ---------------------------------------------------------------------
+def sibling_gemms(rows: int):
+    """x @ W_i + b_i for three widths (one without bias, one transposed Gemm), each read by a Sigmoid."""
+    rng = np.random.default_rng(4)
+    w = [rng.standard_normal((32, n)).astype(np.float32) for n in (16, 24, 8)]
+    b = [rng.standard_normal(n).astype(np.float32) for n in (16, 24, 8)]
+    inits = [const("w0", w[0]), const("b0", b[0]), const("w1t", w[1].T), const("b1", b[1]), const("w2", w[2])]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m0"]), helper.make_node("Add", ["m0", "b0"], ["y0"]),
+             helper.make_node("Gemm", ["x", "w1t", "b1"], ["y1"], transB=1),
+             helper.make_node("MatMul", ["x", "w2"], ["y2"])]
+    nodes += [helper.make_node("Sigmoid", [f"y{i}"], [f"s{i}"]) for i in range(3)]
+    m = model(nodes, [helper.make_tensor_value_info("x", F, [rows, 32])],
+              [helper.make_tensor_value_info(f"s{i}", F, [rows, n]) for i, n in enumerate((16, 24, 8))], inits)
+
+    def reference(x):
+        x = x.astype(np.float64)
+        return [1 / (1 + np.exp(-(x @ w[i] + (b[i] if i < 2 else 0)))) for i in range(3)]
+    return m, reference
+
+
+@pytest.mark.parametrize("rows,merged", [(4, 1), (40, 0)])
+def test_sibling_gemms_merge_for_few_rows_only(rows, merged, cache):
+    """Read by non-view ops, the merged product's columns are copied out: worth it for a few rows (decode)
+    only. Either way the results are those of the separate products."""
+    m, reference = sibling_gemms(rows)
+    x = np.random.default_rng(5).standard_normal((rows, 32)).astype(np.float32)
+    cm, out = compile_and_run(m, {"x": x}, cache=cache)
+    assert cm.manifest["backend"]["merged_gemm_groups"] == merged
+    for i, ref in enumerate(reference(x)):
+        np.testing.assert_allclose(out[f"s{i}"], ref, rtol=1e-5, atol=1e-6)

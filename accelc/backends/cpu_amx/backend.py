@@ -1,6 +1,7 @@
 """The cpu_amx backend: support table, lowering to C++, build, and the artifact parts.
 
-``lower`` = codegen_attention.legalize (attention subgraphs -> one fused node) + codegen.generate
+``lower`` = horizontal.fuse_parallel_gemms (sibling GEMMs -> one) + codegen_attention.legalize
+(attention subgraphs -> one fused node) + codegen.generate
 (model.cpp, headers, weights.bin, memory plan) + build.Builder (g++ per ISA variant, cached) ->
 CompiledParts with the library, weights, public header and the generated and hand-written sources
 for inspection.
@@ -11,7 +12,7 @@ from ...errors import BackendError
 from ...ir import Graph, Node
 from ...targets import Target
 from ..base import BackendOptions, CompiledParts
-from . import codegen, codegen_attention, isa
+from . import codegen, codegen_attention, horizontal, isa
 from .build import KERNELS, RUNTIME_SRC, Builder
 
 ABI_VERSION = 1
@@ -27,6 +28,7 @@ class CpuAmxBackend:
         if target.backend != self.name:
             raise BackendError(f"target '{target.name}' is not served by the CPU backend")
         variants = isa.variants_for(target)
+        graph, n_wide = horizontal.fuse_parallel_gemms(graph)
         graph, n_attention = codegen_attention.legalize(graph)
         gen = codegen.generate(graph, variants)
         builder = Builder(options.cache_dir, verbose=options.verbose, debug=options.debug)
@@ -54,6 +56,7 @@ class CpuAmxBackend:
             "arena_bytes": gen.arena_bytes,
             "weights_bytes": gen.weights_bytes,
             "fused_attention": n_attention,
+            "merged_gemm_groups": n_wide,
         }
         return CompiledParts(files, manifest)
 

@@ -166,8 +166,19 @@ def _check_slice(graph: Graph, node: Node) -> str | None:
 @lowering("Slice", check=_check_slice)
 def lower_slice(ctx: LowerCtx, node: Node) -> None:
     src, out = node.inputs[0], node.outputs[0]
-    st = contiguous_strides(ctx.shape(src))
+    shape = ctx.shape(src)
+    st = contiguous_strides(shape)
     ranges = _slice_params(ctx.graph, node)
+    cut = [d for d, r in enumerate(ranges) if r != range(shape[d])]
+    if len(cut) == 1 and ranges[cut[0]].step == 1 and len(ranges[cut[0]]):
+        # one axis cut with step 1: a strided copy of rows (e.g. the columns of a wide GEMM's result)
+        a, esize = cut[0], ctx.dtype(src).itemsize
+        outer, inner, r = numel(shape[:a]), numel(shape[a + 1:]), ranges[cut[0]]
+        if outer and inner:
+            ctx.em.line(f"copy_rows({outer}, {len(r) * inner * esize}, reinterpret_cast<const unsigned char*>("
+                        f"{ctx.ptr(src)}) + {r.start * inner * esize}, {shape[a] * inner * esize}, {ctx.ptr(out)}, "
+                        f"{len(r) * inner * esize});")
+        return
     tables = [np.array(list(r), dtype=np.int64) * st[d] for d, r in enumerate(ranges)]
     emit_index_copy(ctx, src, out, tables, None, "slice")
 

@@ -85,7 +85,7 @@ void for_each_task(int M, int npanels, const Tiling& t, double macs, Body body) 
   std::abort();
 }
 
-// ---- per-thread scratch: the converted A operand of the bf16 GEMMs, K-split partial sums ----------
+// ---- per-thread scratch for the converted A operand of the bf16 GEMMs -----------------------------
 // Kept per calling thread and grown on demand: converting A once per call (O(M*K)) is cheap, paying
 // page faults for a fresh allocation on every call is not. Plain static TLS (constant-initialised, no
 // destructor) so that no TLS wrapper symbols are emitted.
@@ -94,9 +94,6 @@ struct ScratchBuffer {
   size_t bytes;
 };
 static thread_local ScratchBuffer t_a_scratch = {nullptr, 0};
-#if defined(ACCELC_VARIANT_AVX2)
-static thread_local ScratchBuffer t_acc_scratch = {nullptr, 0};   // K-split partial sums (gemm_f32)
-#endif
 
 void* thread_scratch(ScratchBuffer& b, size_t bytes) {
   bytes = (bytes + 63) / 64 * 64 + 64;
@@ -180,13 +177,12 @@ ABuffer prepare_a(int M, int K, const Src* A, int lda, int k_align, int m_align)
 
 // ---- kernel dispatch: compile-time row counts for the row tails ----------------------------------
 #if defined(ACCELC_VARIANT_AVX2)
-template <bool LOAD = false, bool FINAL = true, int MR = avx2::kMR>
+template <int MR = avx2::kMR>
 ACCELC_INLINE void avx2_f32_rows(int rows, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
-                                 int m0, int n0, int cols, const Epilogue& ep, float* acc = nullptr,
-                                 int ldacc = 0) {
+                                 int m0, int n0, int cols, const Epilogue& ep) {
   if constexpr (MR > 0) {
-    if (rows == MR) return avx2::f32_panel<MR, LOAD, FINAL>(K, A, lda, Bp, C, ldc, m0, n0, cols, ep, acc, ldacc);
-    return avx2_f32_rows<LOAD, FINAL, MR - 1>(rows, K, A, lda, Bp, C, ldc, m0, n0, cols, ep, acc, ldacc);
+    if (rows == MR) return avx2::f32_panel<MR>(K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
+    return avx2_f32_rows<MR - 1>(rows, K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
   }
 }
 #else
@@ -377,42 +373,18 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
   const size_t pstride = static_cast<size_t>(K) * 16;
   const double macs = static_cast<double>(M) * N * K;
 #if defined(ACCELC_VARIANT_AVX2)
-  // Cache blocking: a task's A block (up to 192 rows x kKc) stays in L2 while each panel's K block
-  // (kKc x 16 floats, 16 KiB) is read once from memory into L1 and used by every row of the block. With
-  // up to 192 rows in one block, each weight is streamed from memory once per call. Deeper K runs in
-  // blocks whose partial sums wait in per-thread scratch (exact, see f32_panel).
-  constexpr int kKc = 256;
-  const int mb = M <= 192 ? round_up(M, avx2::kMR) : 16 * avx2::kMR;
+  // Up to 192 rows form one block, so a task reads each of its B panels (weights, from memory) once
+  // and reuses it for all rows from L1/L2 (A: 192 x K in L2); bigger M in blocks of 48 rows. Splitting
+  // K into cache blocks measured slower on this kernel (the panel streams well from L2).
+  const int mb = M <= 192 ? round_up(M, avx2::kMR) : 8 * avx2::kMR;
   const Tiling t = plan_tiles(M, npanels, mb, 1, macs);
-  const int ldacc = t.pb * 16;
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
-    if (K <= kKc) {
-      for (int p = p0; p < p1; ++p) {
-        const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
-        for (int m = m0; m < m1; m += avx2::kMR) {
-          const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
-          avx2_f32_rows(rows, K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
-                        C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
-        }
-      }
-      return;
-    }
-    float* acc = static_cast<float*>(thread_scratch(t_acc_scratch, static_cast<size_t>(t.mb) * ldacc * sizeof(float)));
-    for (int k0 = 0; k0 < K; k0 += kKc) {
-      const int kl = K - k0 < kKc ? K - k0 : kKc;
-      const bool first = k0 == 0, last = k0 + kl >= K;
-      for (int p = p0; p < p1; ++p) {
-        const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
-        const float* Bk = Bp + p * pstride + static_cast<size_t>(k0) * 16;
-        for (int m = m0; m < m1; m += avx2::kMR) {
-          const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
-          const float* Ak = A + static_cast<size_t>(m) * lda + k0;
-          float* Cm = C + static_cast<size_t>(m) * ldc + n0;
-          float* am = acc + static_cast<size_t>(m - m0) * ldacc + (p - p0) * 16;
-          if (first) avx2_f32_rows<false, false>(rows, kl, Ak, lda, Bk, Cm, ldc, m, n0, cols, ep, am, ldacc);
-          else if (last) avx2_f32_rows<true, true>(rows, kl, Ak, lda, Bk, Cm, ldc, m, n0, cols, ep, am, ldacc);
-          else avx2_f32_rows<true, false>(rows, kl, Ak, lda, Bk, Cm, ldc, m, n0, cols, ep, am, ldacc);
-        }
+    for (int p = p0; p < p1; ++p) {
+      const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
+      for (int m = m0; m < m1; m += avx2::kMR) {
+        const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
+        avx2_f32_rows(rows, K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
+                      C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
       }
     }
   });

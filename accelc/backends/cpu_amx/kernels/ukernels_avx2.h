@@ -29,25 +29,12 @@ ACCELC_INLINE void store_row16(__m256 lo, __m256 hi, float* c, int ldc, int m, i
 }
 
 // C[m0 .. m0+MR, n0 .. n0+cols) from A rows (row-major, lda) and one f32 panel (K x 16).
-//
-// K may be split into blocks (see gemm_f32): LOAD starts the accumulators from the partial sums in
-// `acc` (MR rows of 16, leading dimension ldacc) instead of zero, and FINAL stores through the
-// epilogue into C; otherwise the partial sums go back to `acc`. Every element still sees its FMAs in
-// the order k = 0, 1, ..., K-1 and fp32 partial sums are stored exactly, so a split K gives the same
-// bits as a single block.
-template <int MR, bool LOAD = false, bool FINAL = true>
+template <int MR>
 void f32_panel(int K, const float* A, int lda, const float* Bp, float* C, int ldc, int m0, int n0, int cols,
-               const Epilogue& ep, float* acc = nullptr, int ldacc = 0) {
+               const Epilogue& ep) {
   __m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    if constexpr (LOAD) {
-      c0[i] = _mm256_loadu_ps(acc + static_cast<size_t>(i) * ldacc);
-      c1[i] = _mm256_loadu_ps(acc + static_cast<size_t>(i) * ldacc + 8);
-    } else {
-      c0[i] = c1[i] = _mm256_setzero_ps();
-    }
-  }
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
 #pragma GCC unroll 2
   for (int k = 0; k < K; ++k) {
     __m256 b0 = _mm256_loadu_ps(Bp + k * 16), b1 = _mm256_loadu_ps(Bp + k * 16 + 8);
@@ -59,14 +46,8 @@ void f32_panel(int K, const float* A, int lda, const float* Bp, float* C, int ld
     }
   }
 #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    if constexpr (FINAL) {
-      store_row16(c0[i], c1[i], C + static_cast<size_t>(i) * ldc, ldc, m0 + i, n0, cols, ep);
-    } else {
-      _mm256_storeu_ps(acc + static_cast<size_t>(i) * ldacc, c0[i]);
-      _mm256_storeu_ps(acc + static_cast<size_t>(i) * ldacc + 8, c1[i]);
-    }
-  }
+  for (int i = 0; i < MR; ++i)
+    store_row16(c0[i], c1[i], C + static_cast<size_t>(i) * ldc, ldc, m0 + i, n0, cols, ep);
 }
 
 // bf16 pair panel (16 columns, K rounded up to even) -> fp32 panel (K x 16), exactly: bf16 bits are the

@@ -23,11 +23,14 @@ inline int imin(int a, int b) { return a < b ? a : b; }
 constexpr double kParallelMinWork = 1 << 16;
 
 // Short copies of im2col rows (at most 16 floats): inline vector moves, because a memcpy call per
-// (channel, kernel tap, pixel run) costs more than the copy.
+// (channel, kernel tap, pixel run) costs more than the copy. The source tail is a masked load (never
+// reads past the row), the destination tail a full store: `dst` is a private row buffer with kW
+// floats of slack, and whatever lands past n is overwritten by the next run or cleared afterwards
+// (masked stores are slow on several x86 cores).
 ACCELC_INLINE void copy_floats(float* dst, const float* src, int n) {
   int u = 0;
   for (; u + simd::kW <= n; u += simd::kW) simd::vstore(dst + u, simd::vload(src + u));
-  if (u < n) simd::vstore_n(dst + u, simd::vload_n(src + u, n - u), n - u);
+  if (u < n) simd::vstore(dst + u, simd::vload_n(src + u, n - u));
 }
 ACCELC_INLINE void fill_zero(float* dst, int n) {
   for (int u = 0; u < n; ++u) dst[u] = 0.f;
@@ -60,8 +63,9 @@ void im2col_packed(const Conv2dShape& s, const float* x, Out* Bp) {
       j += len;
     }
     Out* dst = Bp + static_cast<size_t>(p) * Kp * 16;
-    alignas(64) float vals[2][16];  // K rows k-1 and k; bf16 panels take them in pairs
-    for (int u = 0; u < 16; ++u) vals[0][u] = vals[1][u] = 0.f;  // lanes >= `lanes` stay zero
+    // K rows k-1 and k (bf16 panels take them in pairs), with slack for copy_floats' full stores
+    alignas(64) float vals[2][16 + simd::kW];
+    for (int u = 0; u < 16 + simd::kW; ++u) vals[0][u] = vals[1][u] = 0.f;
     for (int c = 0; c < Cg; ++c) {
       const float* xc = x + static_cast<size_t>(c) * s.H * s.W;
       for (int r = 0; r < s.R; ++r) {
@@ -90,6 +94,7 @@ void im2col_packed(const Conv2dShape& s, const float* x, Out* Bp) {
               }
             }
           }
+          if (lanes < 16) fill_zero(row_vals + lanes, 16 - lanes);  // the last panel's padding columns
           if constexpr (BF16) {
             if ((k & 1) || k == Kg - 1) {
               if (!(k & 1)) fill_zero(vals[1], 16);  // odd Kg: the last pair's odd half is K padding

@@ -87,11 +87,14 @@ void im2col_packed(const Conv2dShape& s, const float* x, Out* Bp) {
               fill_zero(v, lo);
               copy_floats(v + lo, row + iw0 + lo, hi - lo);
               fill_zero(v + hi, run.len - hi);
-            } else {
-              for (int u = 0; u < run.len; ++u) {
-                const int iw = iw0 + u * s.stride_w;
-                v[u] = (iw >= 0 && iw < s.W) ? row[iw] : 0.f;
-              }
+            } else {  // strided: the lanes whose column lies inside the row, zeros around them
+              const int sw = s.stride_w;
+              const int lo = imin(run.len, iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw);
+              const int hi = imax(lo, imin(run.len, s.W - iw0 > 0 ? (s.W - iw0 + sw - 1) / sw : 0));
+              fill_zero(v, lo);
+              const float* src = row + iw0;
+              for (int u = lo; u < hi; ++u) v[u] = src[u * sw];
+              fill_zero(v + hi, run.len - hi);
             }
           }
           if (lanes < 16) fill_zero(row_vals + lanes, 16 - lanes);  // the last panel's padding columns

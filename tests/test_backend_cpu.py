@@ -338,6 +338,114 @@ def test_pooling_1d_3d(tmp_path, cache_dir):
     check(g, tmp_path, cache_dir)
 
 
+
+# Vector paths of the pooling kernels: interior columns kW at a time (8 or 16 lanes), stride 1 and 2 with
+# even/odd splitting, scalar borders, rows wider than a vector with tails.
+@pytest.mark.parametrize("shape,attrs", [
+    ((1, 5, 31, 37), PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),     # ResNet stem, odd
+    ((2, 3, 32, 48), PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))),     # ResNet stem, even
+    ((1, 3, 12, 70), PoolAttrs(kernel_shape=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1))),
+    ((1, 3, 12, 61), PoolAttrs(kernel_shape=(2, 2), strides=(2, 2))),
+    ((1, 3, 13, 67), PoolAttrs(kernel_shape=(2, 4), strides=(2, 2), pads=(0, 1, 1, 2), ceil_mode=True)),
+    ((1, 3, 13, 66), PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True,
+                               count_include_pad=True)),
+    ((1, 3, 11, 59), PoolAttrs(kernel_shape=(3, 3), strides=(2, 1), dilations=(2, 3), pads=(2, 1, 0, 2))),
+    ((1, 3, 11, 75), PoolAttrs(kernel_shape=(2, 3), strides=(1, 2), dilations=(1, 2), pads=(0, 2, 1, 1),
+                               ceil_mode=True)),
+    ((1, 2, 7, 80), PoolAttrs(kernel_shape=(1, 5), strides=(1, 3), pads=(0, 2, 0, 2))),   # stride 3: scalar
+    ((1, 2, 9, 20), PoolAttrs(kernel_shape=(3, 7), strides=(1, 1), pads=(1, 3, 1, 3))),
+])
+def test_pooling_2d_wide_rows(tmp_path, cache_dir, shape, attrs):
+    g, (x,) = graph_with_inputs((F32, shape))
+    outs = g.add_node("MaxPool", [x], attrs) + g.add_node("AveragePool", [x], attrs)
+    g.outputs = outs
+    feeds = random_feeds(g)
+    got = check(g, tmp_path, cache_dir, feeds=feeds)
+    # max pooling returns input values: exact
+    np.testing.assert_array_equal(got[outs[0]], evaluate(g, feeds)[outs[0]])
+
+
+def test_pooling_1d_3d_wide_rows(tmp_path, cache_dir):
+    g, (x, z) = graph_with_inputs((F32, (2, 3, 71)), (F32, (1, 2, 5, 6, 41)))
+    a1 = PoolAttrs(kernel_shape=(3,), strides=(2,), pads=(1, 1))
+    a3 = PoolAttrs(kernel_shape=(2, 2, 3), strides=(1, 2, 2), pads=(0, 1, 1, 1, 0, 1), ceil_mode=True)
+    outs = g.add_node("MaxPool", [x], a1) + g.add_node("AveragePool", [x], a1)
+    outs += g.add_node("MaxPool", [z], a3) + g.add_node("AveragePool", [z], a3)
+    outs += g.add_node("AveragePool", [z], PoolAttrs(kernel_shape=(2, 2, 3), pads=(1, 0, 1, 0, 1, 1),
+                                                     count_include_pad=True))
+    g.outputs = outs
+    check(g, tmp_path, cache_dir)
+
+
+@pytest.mark.parametrize("attrs", [
+    PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+    PoolAttrs(kernel_shape=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1)),
+    PoolAttrs(kernel_shape=(2, 2), strides=(2, 2), ceil_mode=True),
+])
+def test_pooling_nan_inf(tmp_path, cache_dir, attrs):
+    # NaN anywhere in a window makes the max NaN; -inf inputs are ordinary values (never beaten by pads);
+    # +-0 ties
+    g, (x,) = graph_with_inputs((F32, (2, 3, 14, 45)))
+    outs = g.add_node("MaxPool", [x], attrs) + g.add_node("AveragePool", [x], attrs)
+    outs += g.add_node("GlobalMaxPool", [x]) + g.add_node("GlobalAveragePool", [x])
+    g.outputs = outs
+    feeds = random_feeds(g)
+    v = feeds[x]
+    rng = np.random.default_rng(5)
+    v[rng.random(v.shape) < 0.01] = np.nan
+    v[rng.random(v.shape) < 0.05] = -np.inf
+    v[0, 1] = -np.inf                        # a whole plane of -inf
+    v[1, 2] = np.where(rng.random(v.shape[2:]) < 0.5, 0.0, -0.0)   # only zeros of both signs
+    v[1, 2, 3, 7] = -1.0
+    v[0, 2, :, 20:] = rng.standard_normal((14, 25))   # half a plane without specials
+    v[0, 2, :, :20] = np.nan
+    feeds[x] = v
+    got = check(g, tmp_path, cache_dir, feeds=feeds)
+    expected = evaluate(g, feeds)
+    for name in (outs[0], outs[2]):
+        np.testing.assert_array_equal(got[name], expected[name])
+    assert np.isnan(got[outs[0]][0, 2]).any() and not np.isnan(got[outs[0]][0, 2]).all()
+    assert np.isneginf(got[outs[0]][0, 1]).all() and np.isneginf(got[outs[2]][0, 1]).all()
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_pooling_16bit(tmp_path, cache_dir, dtype):
+    g, (x,) = graph_with_inputs((dtype, (2, 3, 17, 41)))
+    stem = PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    outs = g.add_node("MaxPool", [x], stem) + g.add_node("AveragePool", [x], stem)
+    outs += g.add_node("AveragePool", [x], PoolAttrs(kernel_shape=(2, 2), strides=(2, 2), ceil_mode=True,
+                                                     count_include_pad=True))
+    outs += g.add_node("MaxPool", [x], PoolAttrs(kernel_shape=(3, 3), pads=(1, 1, 1, 1)))
+    outs += g.add_node("GlobalMaxPool", [x])
+    g.outputs = outs
+    feeds = random_feeds(g)
+    feeds[x][0, 0, 3, 5] = np.nan
+    got = check(g, tmp_path, cache_dir, feeds=feeds)
+    expected = evaluate(g, feeds)
+    for name in (outs[0], outs[3], outs[4]):
+        np.testing.assert_array_equal(got[name].astype(np.float32), expected[name].astype(np.float32))
+
+
+def test_pooling_threads_bitwise(tmp_path, cache_dir):
+    # one work item per output row: the split between threads does not change any bit
+    g, (x,) = graph_with_inputs((F32, (1, 3, 40, 57)))
+    attrs = PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    g.outputs = g.add_node("MaxPool", [x], attrs) + g.add_node("AveragePool", [x], attrs)
+    feeds = random_feeds(g)
+    results = []
+    for threads in (1, 2, 3):
+        parts = CpuAmxBackend().lower(g, get_target("host"), BackendOptions(threads=threads, cache_dir=cache_dir))
+        d = tmp_path / f"t{threads}"
+        d.mkdir()
+        model = Loaded(parts, d, threads)
+        try:
+            results.append(model(feeds))
+        finally:
+            model.close()
+    for r in results[1:]:
+        for name in g.outputs:
+            assert r[name].tobytes() == results[0][name].tobytes()
+
 # ---- data movement ----------------------------------------------------------------------------------------
 def test_transpose_reshape_concat_split(tmp_path, cache_dir):
     g, (x, y) = graph_with_inputs((F32, (2, 3, 4, 5)), (F32, (2, 3, 4, 2)))

@@ -2,11 +2,13 @@
 // the inner loops for each ISA variant; parallel over independent rows with OpenMP when large enough.
 // No std:: containers or algorithms: every variant keeps its own code (see accelc_types.h).
 #include "accelc_ops.h"
+#include "simd.h"
 
 #include <omp.h>
 #include <cfloat>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace ACCELC_NS {
@@ -57,6 +59,50 @@ template <class F> void dispatch_float(DT dt, F&& body) {
 }
 
 inline bool is_nan(double v) { return v != v; }
+
+// ---- vector helpers (simd.h's vf: kW fp32 lanes) ----
+using simd::vf;
+using simd::kW;
+
+#if ACCELC_SIMD_512
+ACCELC_INLINE vf vec_isnan_or(vf acc, vf v, vf w) {   // lanes of acc, all-ones where v or w is NaN
+  return {_mm512_castsi512_ps(_mm512_mask_set1_epi32(_mm512_castps_si512(acc.r),
+                                                     _mm512_cmp_ps_mask(v.r, w.r, _CMP_UNORD_Q), -1))};
+}
+ACCELC_INLINE vf vec_nan_blend(vf acc, vf nanm) {   // canonical NaN where nanm is set
+  return {_mm512_mask_blend_ps(_mm512_test_epi32_mask(_mm512_castps_si512(nanm.r), _mm512_castps_si512(nanm.r)),
+                               acc.r, _mm512_set1_ps(NAN))};
+}
+// Even and odd elements of the 2 kW floats at p, both in the lane order that pool_unscramble undoes.
+ACCELC_INLINE void pool_deinterleave(const float* p, vf& even, vf& odd) {
+  const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+  even.r = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+  odd.r = _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+}
+ACCELC_INLINE vf pool_even(const float* p) {
+  return {_mm512_shuffle_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), _MM_SHUFFLE(2, 0, 2, 0))};
+}
+ACCELC_INLINE vf pool_unscramble(vf v) {
+  return {_mm512_castpd_ps(_mm512_permutexvar_pd(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_castps_pd(v.r)))};
+}
+#else
+ACCELC_INLINE vf vec_isnan_or(vf acc, vf v, vf w) {
+  return {_mm256_or_ps(acc.r, _mm256_cmp_ps(v.r, w.r, _CMP_UNORD_Q))};
+}
+ACCELC_INLINE vf vec_nan_blend(vf acc, vf nanm) { return {_mm256_blendv_ps(acc.r, _mm256_set1_ps(NAN), nanm.r)}; }
+ACCELC_INLINE void pool_deinterleave(const float* p, vf& even, vf& odd) {
+  const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  even.r = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));   // p + 2 * {0, 1, 4, 5, 2, 3, 6, 7}
+  odd.r = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+}
+ACCELC_INLINE vf pool_even(const float* p) {
+  return {_mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), _MM_SHUFFLE(2, 0, 2, 0))};
+}
+ACCELC_INLINE vf pool_unscramble(vf v) {
+  return {_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v.r), _MM_SHUFFLE(3, 1, 2, 0)))};
+}
+#endif
+
 
 }  // namespace
 
@@ -189,7 +235,77 @@ static void reduce_t(RedOp op, int64_t outer, int64_t r, int64_t inner, const T*
   }
 }
 
+// fp32 Max/Min over contiguous rows (GlobalMaxPool, ReduceMax/Min over the last axis), kW lanes at a
+// time. The result equals the scalar loop's: without NaNs every maximal value has the same bits unless
+// the extreme is zero (+0 and -0 compare equal: the scalar loop keeps the first), so a row whose extreme
+// is zero or that holds a NaN (the scalar loop returns the first NaN) is redone by that loop.
+static void reduce_minmax_rows_f32(bool is_max, int64_t outer, int64_t r, const float* in, float* out) {
+#pragma omp parallel for schedule(static) if (outer * r > kParallelWork)
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* p = in + o * r;
+    const float init = is_max ? -INFINITY : INFINITY;
+    vf m0 = simd::vset1(init), m1 = m0, m2 = m0, m3 = m0, nan0 = simd::vzero(), nan1 = nan0;
+    int64_t k = 0;
+    if (is_max) {
+      for (; k + 4 * kW <= r; k += 4 * kW) {
+        const vf a = simd::vload(p + k), b = simd::vload(p + k + kW), c = simd::vload(p + k + 2 * kW),
+                 d = simd::vload(p + k + 3 * kW);
+        nan0 = vec_isnan_or(nan0, a, b);
+        nan1 = vec_isnan_or(nan1, c, d);
+        m0 = simd::vmax(a, m0); m1 = simd::vmax(b, m1); m2 = simd::vmax(c, m2); m3 = simd::vmax(d, m3);
+      }
+      for (; k + kW <= r; k += kW) {
+        const vf a = simd::vload(p + k);
+        nan0 = vec_isnan_or(nan0, a, a);
+        m0 = simd::vmax(a, m0);
+      }
+      m0 = simd::vmax(simd::vmax(m0, m1), simd::vmax(m2, m3));
+    } else {
+      for (; k + 4 * kW <= r; k += 4 * kW) {
+        const vf a = simd::vload(p + k), b = simd::vload(p + k + kW), c = simd::vload(p + k + 2 * kW),
+                 d = simd::vload(p + k + 3 * kW);
+        nan0 = vec_isnan_or(nan0, a, b);
+        nan1 = vec_isnan_or(nan1, c, d);
+        m0 = simd::vmin(a, m0); m1 = simd::vmin(b, m1); m2 = simd::vmin(c, m2); m3 = simd::vmin(d, m3);
+      }
+      for (; k + kW <= r; k += kW) {
+        const vf a = simd::vload(p + k);
+        nan0 = vec_isnan_or(nan0, a, a);
+        m0 = simd::vmin(a, m0);
+      }
+      m0 = simd::vmin(simd::vmin(m0, m1), simd::vmin(m2, m3));
+    }
+    float lanes[kW];
+    uint32_t nans[kW];
+    simd::vstore(lanes, m0);
+    simd::vstore(reinterpret_cast<float*>(nans), vec_isnan_or(nan0, nan1, nan1));
+    bool nan = false;
+    float m = init;
+    for (int j = 0; j < kW; ++j) {
+      nan |= nans[j] != 0;
+      m = is_max ? (lanes[j] > m ? lanes[j] : m) : (lanes[j] < m ? lanes[j] : m);
+    }
+    for (; k < r; ++k) {
+      const float v = p[k];
+      nan |= v != v;
+      m = is_max ? (v > m ? v : m) : (v < m ? v : m);
+    }
+    if (!nan && m != 0.f) { out[o] = m; continue; }
+    double best = p[0];   // the scalar loop of reduce_t
+    for (int64_t j = 1; j < r; ++j) {
+      const double v = p[j];
+      if (is_nan(best)) break;
+      if (is_nan(v) || (is_max ? v > best : v < best)) best = v;
+    }
+    out[o] = float(best);
+  }
+}
+
 void reduce(DT dt, RedOp op, int64_t outer, int64_t r, int64_t inner, const void* in, void* out) {
+  if (dt == DT::F32 && inner == 1 && r > 0 && (op == RedOp::Max || op == RedOp::Min)) {
+    reduce_minmax_rows_f32(op == RedOp::Max, outer, r, static_cast<const float*>(in), static_cast<float*>(out));
+    return;
+  }
   dispatch_all(dt, [&](auto zero) {
     using T = decltype(zero);
     reduce_t<T>(op, outer, r, inner, static_cast<const T*>(in), static_cast<T*>(out));
@@ -419,6 +535,13 @@ void lrn(DT dt, int64_t n, int64_t c, int64_t inner, int size, float alpha, floa
 }
 
 // ---- pooling ----------------------------------------------------------------------------------------------
+// Each output row (fixed output positions on the two leading spatial axes) is computed from the list of
+// input rows its windows touch, in the window's row-major order (k0, then k1). Along the last axis, the
+// output columns whose windows lie wholly inside the input are computed kW at a time (stride 1: plain
+// loads; stride 2: pairs of loads split into even/odd elements with in-lane shuffles); the other columns
+// take the scalar path. Both visit the taps in the same order with the same operations as a plain
+// scalar loop (max keeps the first of equal values, NaN anywhere gives NaN; the average sums in
+// row-major tap order and divides once), so results do not depend on which path or ISA computed them.
 namespace {
 // Kernel taps k in [lo, hi) whose position start + k * dil lies in [lo_pos, hi_pos).
 struct TapRange { int64_t lo, hi; };
@@ -430,8 +553,10 @@ inline TapRange taps_within(int64_t start, int64_t kernel, int64_t dil, int64_t 
   return {lo, hi};
 }
 
+constexpr int64_t kPoolMaxRows = 512;   // windows spanning more input rows take pool_generic
+
 // Calls visit(x_plane, start[3], valid tap ranges[3]) -> float for every output element; bounds are
-// resolved per axis once, so the tap loops carry no checks.
+// resolved per axis once, so the tap loops carry no checks. Used for windows over > kPoolMaxRows rows.
 template <class T, class Visit>
 void pool_windows(const PoolShape& s, const T* x, T* y, Visit&& visit) {
   const int64_t in_sz = s.in[0] * s.in[1] * s.in[2], out_sz = s.out[0] * s.out[1] * s.out[2];
@@ -456,52 +581,255 @@ void pool_windows(const PoolShape& s, const T* x, T* y, Visit&& visit) {
     }
   }
 }
+
+template <class T>
+void max_pool_generic(const PoolShape& s, const T* x, T* y) {
+  pool_windows<T>(s, x, y, [&](const T* xi, const int64_t* st, const TapRange* r) {
+    float m = -INFINITY;
+    bool nan = false;
+    for (int64_t k0 = r[0].lo; k0 < r[0].hi; ++k0) {
+      const int64_t i0 = st[0] + k0 * s.dilation[0];
+      for (int64_t k1 = r[1].lo; k1 < r[1].hi; ++k1) {
+        const T* row = xi + (i0 * s.in[1] + st[1] + k1 * s.dilation[1]) * s.in[2] + st[2];
+        for (int64_t k2 = r[2].lo; k2 < r[2].hi; ++k2) {
+          const float v = load_f(row, k2 * s.dilation[2]);
+          nan |= v != v;
+          m = v > m ? v : m;
+        }
+      }
+    }
+    return nan ? NAN : m;
+  });
+}
+
+// Taps counted in an average's divisor along axis a for a window starting at st.
+inline int64_t avg_count(const PoolShape& s, bool count_include_pad, int a, int64_t st) {
+  // count_include_pad counts taps inside [-pad_begin, in + pad_end) (never those beyond the pads that
+  // ceil_mode adds); otherwise only taps inside the input
+  const TapRange c = count_include_pad
+      ? taps_within(st, s.kernel[a], s.dilation[a], -s.pad_begin[a], s.in[a] + s.pad_end[a])
+      : taps_within(st, s.kernel[a], s.dilation[a], 0, s.in[a]);
+  return c.hi - c.lo;
+}
+
+template <class T>
+void avg_pool_generic(const PoolShape& s, bool count_include_pad, const T* x, T* y) {
+  pool_windows<T>(s, x, y, [&](const T* xi, const int64_t* st, const TapRange* r) {
+    float sum = 0.f;
+    for (int64_t k0 = r[0].lo; k0 < r[0].hi; ++k0) {
+      const int64_t i0 = st[0] + k0 * s.dilation[0];
+      for (int64_t k1 = r[1].lo; k1 < r[1].hi; ++k1) {
+        const T* row = xi + (i0 * s.in[1] + st[1] + k1 * s.dilation[1]) * s.in[2] + st[2];
+        for (int64_t k2 = r[2].lo; k2 < r[2].hi; ++k2) sum += load_f(row, k2 * s.dilation[2]);
+      }
+    }
+    int64_t count = 1;
+    for (int a = 0; a < 3; ++a) count *= avg_count(s, count_include_pad, a, st[a]);
+    return count > 0 ? sum / float(count) : 0.f;
+  });
+}
+
+// One tap's kW values folded into the accumulators (max: keep the first of equal values, note NaNs).
+template <bool kMax>
+ACCELC_INLINE void pool_acc(vf& acc, vf& nanm, vf v) {
+  if (kMax) {
+    nanm = vec_isnan_or(nanm, v, v);
+    acc = simd::vmax(v, acc);   // v > acc ? v : acc
+  } else {
+    acc = acc + v;
+  }
+}
+// Two consecutive taps (one NaN test for both).
+template <bool kMax>
+ACCELC_INLINE void pool_acc2(vf& acc, vf& nanm, vf v, vf w) {
+  if (kMax) {
+    nanm = vec_isnan_or(nanm, v, w);
+    acc = simd::vmax(w, simd::vmax(v, acc));
+  } else {
+    acc = (acc + v) + w;
+  }
+}
+
+// The output columns of the last axis that the vector path computes: [a, b), every tap of their windows
+// inside the input row. With stride 2 the paired loads may read one float past a row's last tap
+// (discarded); where that float is past the end of the input, the columns are [a, b_short) instead.
+// A range narrower than kW (or a stride other than 1 and 2) leaves every column to the scalar path.
+struct PoolCols { int64_t a, b, b_short; };
+inline PoolCols pool_cols(const PoolShape& s) {
+  const int64_t out = s.out[2], in = s.in[2], K = s.kernel[2], S = s.stride[2], D = s.dilation[2],
+                pb = s.pad_begin[2];
+  const int64_t extra = (S == 2 && (D != 1 || K % 2)) ? 1 : 0;
+  int64_t a = (pb + S - 1) / S, b[2];
+  for (int e = 0; e < 2; ++e) {
+    const int64_t last = in - 1 - e * extra - (K - 1) * D;   // largest window start of an interior column
+    b[e] = last + pb < 0 ? 0 : (last + pb) / S + 1;
+    if (b[e] > out) b[e] = out;
+  }
+  if (a > out) a = out;
+  if (!(S == 1 || S == 2)) a = b[0] = b[1] = 0;
+  return {a, b[0] - a >= kW ? b[0] : a, b[1] - a >= kW ? b[1] : a};
+}
+
+// One output row of one plane. rows: the nrows input rows (pointers to their first element) of the
+// windows, in tap order; y: the out[2] outputs. count01: the divisor's factor from the two leading axes
+// (average only).
+template <bool kMax>
+void pool_row(const PoolShape& s, const PoolCols& cols, bool count_include_pad, const float* const* rows,
+              int64_t nrows, int64_t count01, bool overread_ok, float* y) {
+  const int64_t out = s.out[2], in = s.in[2], K = s.kernel[2], S = s.stride[2], D = s.dilation[2],
+                pb = s.pad_begin[2];
+  int64_t a = cols.a, b = overread_ok ? cols.b : cols.b_short;
+  // (an average with an empty divisor is 0: left to the scalar path)
+  const bool vec = b > a && (kMax || count01 > 0);
+  if (!vec) a = b = 0;
+  // scalar columns: [0, a) and [b, out)
+  for (int64_t ox = 0; ox < out; ++ox) {
+    if (ox == a && b > a) ox = b;
+    if (ox >= out) break;
+    const int64_t st = ox * S - pb;
+    const TapRange r = taps_within(st, K, D, 0, in);
+    if (kMax) {
+      __m128 m = _mm_set_ss(-INFINITY), nan = _mm_setzero_ps();
+      for (int64_t i = 0; i < nrows; ++i)
+        for (int64_t k = r.lo; k < r.hi; ++k) {
+          const __m128 v = _mm_load_ss(rows[i] + st + k * D);
+          nan = _mm_or_ps(nan, _mm_cmpunord_ss(v, v));
+          m = _mm_max_ss(v, m);   // v > m ? v : m
+        }
+      y[ox] = _mm_cvtss_f32(_mm_blendv_ps(m, _mm_set_ss(NAN), nan));
+    } else {
+      float sum = 0.f;
+      for (int64_t i = 0; i < nrows; ++i)
+        for (int64_t k = r.lo; k < r.hi; ++k) sum += rows[i][st + k * D];
+      const int64_t count = count01 * (count_include_pad ? avg_count(s, true, 2, st) : r.hi - r.lo);
+      y[ox] = count > 0 ? sum / float(count) : 0.f;
+    }
+  }
+  if (!vec) return;
+  const vf init = kMax ? simd::vset1(-INFINITY) : simd::vzero();
+  const vf div = simd::vset1(float(count01 * K));
+  // kW columns at a time; the last group is moved back to end at b (recomputing a few columns)
+  for (int64_t ox0 = a; ox0 < b; ox0 += kW) {
+    if (ox0 + kW > b) ox0 = b - kW;
+    vf acc = init, nanm = simd::vzero();
+    if (S == 1) {
+      for (int64_t i = 0; i < nrows; ++i) {
+        const float* p = rows[i] + ox0 - pb;
+        int64_t k = 0;
+        for (; k + 1 < K; k += 2) pool_acc2<kMax>(acc, nanm, simd::vload(p + k * D), simd::vload(p + (k + 1) * D));
+        if (k < K) pool_acc<kMax>(acc, nanm, simd::vload(p + k * D));
+      }
+    } else {
+      for (int64_t i = 0; i < nrows; ++i) {
+        const float* p = rows[i] + 2 * ox0 - pb;
+        if (D == 1) {
+          int64_t k = 0;
+          for (; k + 1 < K; k += 2) {
+            vf e, o;
+            pool_deinterleave(p + k, e, o);
+            pool_acc2<kMax>(acc, nanm, e, o);
+          }
+          if (k < K) pool_acc<kMax>(acc, nanm, pool_even(p + k));
+        } else {
+          for (int64_t k = 0; k < K; ++k) pool_acc<kMax>(acc, nanm, pool_even(p + k * D));
+        }
+      }
+      acc = pool_unscramble(acc);
+      if (kMax) nanm = pool_unscramble(nanm);
+    }
+    simd::vstore(y + ox0, kMax ? vec_nan_blend(acc, nanm) : acc / div);
+  }
+}
+
+// Output rows [row_begin, row_end) of one plane (rows numbered o0 * out[1] + o1). xp: the fp32 plane,
+// yp: its fp32 output plane.
+template <bool kMax>
+void pool_plane_rows(const PoolShape& s, const PoolCols& cols, bool count_include_pad, const float* xp,
+                     const float* x_end, float* yp, int64_t row_begin, int64_t row_end) {
+  const float* rows[kPoolMaxRows];
+  int64_t o0 = row_begin / s.out[1], o1 = row_begin % s.out[1];
+  for (int64_t orow = row_begin; orow < row_end; ++orow) {
+    const int64_t st0 = o0 * s.stride[0] - s.pad_begin[0], st1 = o1 * s.stride[1] - s.pad_begin[1];
+    const TapRange r0 = taps_within(st0, s.kernel[0], s.dilation[0], 0, s.in[0]);
+    const TapRange r1 = taps_within(st1, s.kernel[1], s.dilation[1], 0, s.in[1]);
+    int64_t n = 0;
+    for (int64_t k0 = r0.lo; k0 < r0.hi; ++k0)
+      for (int64_t k1 = r1.lo; k1 < r1.hi; ++k1)
+        rows[n++] = xp + ((st0 + k0 * s.dilation[0]) * s.in[1] + st1 + k1 * s.dilation[1]) * s.in[2];
+    int64_t count01 = 1;
+    if (!kMax) count01 = avg_count(s, count_include_pad, 0, st0) * avg_count(s, count_include_pad, 1, st1);
+    // the rows are in address order: the last decides whether reading past a row's end is safe
+    const bool overread_ok = n > 0 && rows[n - 1] + s.in[2] < x_end;
+    pool_row<kMax>(s, cols, count_include_pad, rows, n, count01, overread_ok, yp + orow * s.out[2]);
+    if (++o1 == s.out[1]) { o1 = 0; ++o0; }
+  }
+}
+
+// Returns false (nothing done) when the scratch for 16-bit inputs cannot be allocated.
+template <bool kMax, class T>
+bool pool_fast(const PoolShape& s, bool count_include_pad, const T* x, T* y) {
+  const int64_t in_sz = s.in[0] * s.in[1] * s.in[2], out_rows = s.out[0] * s.out[1];
+  const int64_t out_sz = out_rows * s.out[2];
+  const bool par = s.n * s.c * out_sz * s.kernel[0] * s.kernel[1] * s.kernel[2] > kParallelWork;
+  const PoolCols cols = pool_cols(s);
+  if (sizeof(T) == sizeof(float)) {   // (T is float, bf16_t or f16_t)
+    // fp32: one work item per output row of every plane
+    const float* xf = reinterpret_cast<const float*>(x);
+    float* yf = reinterpret_cast<float*>(y);
+    const int64_t total = s.n * s.c * out_rows;
+#pragma omp parallel if (par)
+    {
+      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+      int64_t lo = total * t / nt;
+      const int64_t hi = total * (t + 1) / nt;
+      while (lo < hi) {   // the rows of this thread, plane by plane
+        const int64_t nc = lo / out_rows, end_in_plane = (nc + 1) * out_rows < hi ? (nc + 1) * out_rows : hi;
+        pool_plane_rows<kMax>(s, cols, count_include_pad, xf + nc * in_sz, xf + s.n * s.c * in_sz, yf + nc * out_sz,
+                              lo - nc * out_rows, end_in_plane - nc * out_rows);
+        lo = end_in_plane;
+      }
+    }
+    return true;
+  }
+  // 16-bit floats: each plane is widened to fp32, pooled, and rounded back (the results are input
+  // values or fp32 averages, so the same as computing from the 16-bit values directly)
+  const int slots = par ? omp_get_max_threads() : 1;
+  float* scratch = static_cast<float*>(std::malloc(size_t(slots) * size_t(in_sz + out_sz) * sizeof(float)));
+  if (!scratch) return false;
+#pragma omp parallel num_threads(slots) if (par)
+  {
+    float* buf = scratch + size_t(omp_get_thread_num()) * size_t(in_sz + out_sz);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < s.n * s.c; ++nc) {
+      for (int64_t i = 0; i < in_sz; ++i) buf[i] = load_f(x + nc * in_sz, i);
+      pool_plane_rows<kMax>(s, cols, count_include_pad, buf, buf + in_sz, buf + in_sz, 0, out_rows);
+      for (int64_t i = 0; i < out_sz; ++i) store_f(y + nc * out_sz, i, buf[in_sz + i]);
+    }
+  }
+  std::free(scratch);
+  return true;
+}
+
+inline bool pool_fast_ok(const PoolShape& s) { return s.kernel[0] * s.kernel[1] <= kPoolMaxRows; }
 }  // namespace
 
 void max_pool(DT dt, const PoolShape& s, const void* xv, void* yv) {
   dispatch_float(dt, [&](auto zero) {
     using T = decltype(zero);
-    pool_windows<T>(s, static_cast<const T*>(xv), static_cast<T*>(yv), [&](const T* xi, const int64_t* st, const TapRange* r) {
-      float m = -INFINITY;
-      bool nan = false;
-      for (int64_t k0 = r[0].lo; k0 < r[0].hi; ++k0) {
-        const int64_t i0 = st[0] + k0 * s.dilation[0];
-        for (int64_t k1 = r[1].lo; k1 < r[1].hi; ++k1) {
-          const T* row = xi + (i0 * s.in[1] + st[1] + k1 * s.dilation[1]) * s.in[2] + st[2];
-          for (int64_t k2 = r[2].lo; k2 < r[2].hi; ++k2) {
-            const float v = load_f(row, k2 * s.dilation[2]);
-            nan |= v != v;
-            m = v > m ? v : m;
-          }
-        }
-      }
-      return nan ? NAN : m;
-    });
+    const T* x = static_cast<const T*>(xv);
+    T* y = static_cast<T*>(yv);
+    if (!pool_fast_ok(s) || !pool_fast<true, T>(s, false, x, y)) max_pool_generic<T>(s, x, y);
   });
 }
 
 void avg_pool(DT dt, const PoolShape& s, bool count_include_pad, const void* xv, void* yv) {
   dispatch_float(dt, [&](auto zero) {
     using T = decltype(zero);
-    pool_windows<T>(s, static_cast<const T*>(xv), static_cast<T*>(yv), [&](const T* xi, const int64_t* st, const TapRange* r) {
-      float sum = 0.f;
-      for (int64_t k0 = r[0].lo; k0 < r[0].hi; ++k0) {
-        const int64_t i0 = st[0] + k0 * s.dilation[0];
-        for (int64_t k1 = r[1].lo; k1 < r[1].hi; ++k1) {
-          const T* row = xi + (i0 * s.in[1] + st[1] + k1 * s.dilation[1]) * s.in[2] + st[2];
-          for (int64_t k2 = r[2].lo; k2 < r[2].hi; ++k2) sum += load_f(row, k2 * s.dilation[2]);
-        }
-      }
-      int64_t count = 1;
-      for (int a = 0; a < 3; ++a) {
-        // count_include_pad counts taps inside [-pad_begin, in + pad_end) (never those beyond the pads
-        // that ceil_mode adds); otherwise only taps inside the input
-        const TapRange c = count_include_pad
-            ? taps_within(st[a], s.kernel[a], s.dilation[a], -s.pad_begin[a], s.in[a] + s.pad_end[a]) : r[a];
-        count *= c.hi - c.lo;
-      }
-      return count > 0 ? sum / float(count) : 0.f;
-    });
+    const T* x = static_cast<const T*>(xv);
+    T* y = static_cast<T*>(yv);
+    if (!pool_fast_ok(s) || !pool_fast<false, T>(s, count_include_pad, x, y)) {
+      avg_pool_generic<T>(s, count_include_pad, x, y);
+    }
   });
 }
 

@@ -218,3 +218,34 @@ def test_sibling_gemms_merge_for_few_rows_only(rows, merged, cache):
     assert cm.manifest["backend"]["merged_gemm_groups"] == merged
     for i, ref in enumerate(reference(x)):
         np.testing.assert_allclose(out[f"s{i}"], ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sq,dtype", [(1, "fp32"), (3, "fp32"), (1, "bf16")])
+def test_decode_step_attention_over_a_cache(sq, dtype, cache):
+    """A decode step: a few query rows against a key/value cache given as inputs ([B, H, S, D]), a padding
+    mask, the scale on Q; fp32 takes the direct path (no packing), bf16 the packed one."""
+    b, h, s, d = 2, 3, 37, 16
+    nodes = [helper.make_node("Mul", ["q", "c"], ["q_s"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q_s", "kt"], ["qk"]),
+             helper.make_node("Add", ["qk", "mask"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["o"]),
+             helper.make_node("Transpose", ["o"], ["y"], perm=[0, 2, 1, 3])]
+    m = model(nodes, [helper.make_tensor_value_info("q", F, [b, h, sq, d]), helper.make_tensor_value_info("k", F, [b, h, s, d]),
+                      helper.make_tensor_value_info("v", F, [b, h, s, d]), helper.make_tensor_value_info("mask", F, [b, 1, 1, s])],
+              [helper.make_tensor_value_info("y", F, [b, sq, h, d])], [const("c", 0.25)])
+    rng = np.random.default_rng(6)
+    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n, shape in
+             (("q", (b, h, sq, d)), ("k", (b, h, s, d)), ("v", (b, h, s, d)))}
+    feeds["mask"] = np.where(rng.random((b, 1, 1, s)) < 0.3, -10000.0, 0.0).astype(np.float32)
+    cm, out = compile_and_run(m, feeds, dtype=dtype, cache=cache)
+    assert fused_count(cm) == 1
+    direct = "attention(at, nullptr)" in cm.artifact.member("src/model.cpp").decode()
+    assert direct == (dtype == "fp32")      # the direct path needs no packed K and V
+    q, k, v = (feeds[n].astype(np.float64) for n in "qkv")
+    ref = (softmax(0.25 * q @ k.transpose(0, 1, 3, 2) + feeds["mask"]) @ v).transpose(0, 2, 1, 3)
+    if dtype == "fp32":
+        np.testing.assert_allclose(out["y"], ref, rtol=1e-4, atol=1e-5)
+    else:
+        assert np.abs(out["y"] - ref).max() < 0.03

@@ -378,18 +378,23 @@ class CompiledModule:
                                      f"({', '.join(self.input_names) or 'none'})")
         return values
 
+    def _bind_buffers(self, arrays: list[np.ndarray], outputs: list[np.ndarray]):
+        """The C pointer arrays of one call (hold self._lock while they are in use)."""
+        if self._handle is None:
+            raise AccelcError("this module was closed; load the artifact again")
+        in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
+        for i, a in enumerate(arrays):
+            in_ptrs[i] = a.ctypes.data
+        for i, a in enumerate(outputs):
+            out_ptrs[i] = a.ctypes.data
+        return in_ptrs, out_ptrs
+
     def run(self, inputs: Mapping[str, Any] | Sequence[Any] = ()) -> dict[str, np.ndarray]:
         """Runs the model; ``inputs`` by name (dict) or in signature order (list). Returns name -> array."""
         arrays = [self._prepare(p, v) for p, v in zip(self._inputs, self._order(inputs))]
         outputs = [np.empty(p.shape, p.dtype) for p in self._outputs]
         with self._lock:
-            if self._handle is None:
-                raise AccelcError("this module was closed; load the artifact again")
-            in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
-            for i, a in enumerate(arrays):
-                in_ptrs[i] = a.ctypes.data
-            for i, a in enumerate(outputs):
-                out_ptrs[i] = a.ctypes.data
+            in_ptrs, out_ptrs = self._bind_buffers(arrays, outputs)
             code = self._run_fn(self._handle, in_ptrs, out_ptrs)
         if code != 0:
             msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
@@ -440,13 +445,7 @@ class CompiledModule:
         runs_done, run_seconds = ctypes.c_longlong(0), ctypes.c_double(0.0)
         wall = 0.0
         with self._lock:
-            if self._handle is None:
-                raise AccelcError("this module was closed; load the artifact again")
-            in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
-            for i, a in enumerate(arrays):
-                in_ptrs[i] = a.ctypes.data
-            for i, a in enumerate(outputs):
-                out_ptrs[i] = a.ctypes.data
+            in_ptrs, out_ptrs = self._bind_buffers(arrays, outputs)
             for _ in range(warmup):
                 self._check(self._run_fn(self._handle, in_ptrs, out_ptrs), "running the model")
             self._check(lib.accelc_profile_enable(self._handle, 1), "starting the profiler")

@@ -36,6 +36,7 @@ from .codegen_data import _slice_params, contiguous_strides
 from .emitter import c_float
 
 ATTENTION_OP = "accelc_cpu.Attention"
+DIRECT_ROWS = 4     # kDirectRows of kernels/accelc_attention.cpp
 INT_MAX = 2**31 - 1
 
 
@@ -267,12 +268,16 @@ def lower_attention(ctx: LowerCtx, node: Node) -> None:
             continue
         em.line(f"at.{name} = {ptr} + {spec[0]}; "
                 + " ".join(f"at.{name}_stride[{i}] = {s};" for i, s in enumerate(spec[1:])))
-    scratch = ctx.scratch(attention_scratch_bytes(a), "unsigned char", "K and V of every head, packed")
+    nbytes = attention_scratch_bytes(a)
+    scratch = ctx.scratch(nbytes, "unsigned char", "K and V of every head, packed") if nbytes else "nullptr"
     em.line(f"attention(at, {scratch});")
 
 
 def attention_scratch_bytes(a: CpuAttentionAttrs) -> int:
-    """Must equal attention_scratch_bytes() of kernels/accelc_attention.cpp: both packed operands of every head."""
+    """Must equal attention_scratch_bytes() of kernels/accelc_attention.cpp: both packed operands of every
+    head, none for the direct (decode) path of up to DIRECT_ROWS fp32 query rows."""
+    if a.sq <= DIRECT_ROWS and not a.bf16:
+        return 0
     def packed(k: int, n: int) -> int:
         np16 = (n + 15) // 16 * 16
         return np16 * ((k + 31) // 32 * 32) * 2 if a.bf16 else np16 * k * 4

@@ -118,15 +118,83 @@ void softmax_rows(float* s, int rows, int n, int ld) {
   }
 }
 
+// Decode-sized attention (a few query rows, fp32): scores as dot products with K's rows where they
+// lie, then the output as a sum of V's rows weighted by the probabilities. Packing K and V would write
+// and re-read the whole cache for one or two rows of arithmetic; this reads each of them once.
+constexpr int kDirectRows = 4;
+
+float dot(const float* x, const float* y, int64_t ys, int n) {
+  using namespace simd;
+  if (ys != 1) {
+    float acc = 0.f;
+    for (int c = 0; c < n; ++c) acc += x[c] * y[c * ys];
+    return acc;
+  }
+  vf acc = vzero();
+  int c = 0;
+  for (; c + kW <= n; c += kW) acc = vfma(vload(x + c), vload(y + c), acc);
+  if (c < n) acc = vfma(vload_n(x + c, n - c), vload_n(y + c, n - c), acc);
+  alignas(64) float lanes[kW];
+  vstore(lanes, acc);
+  float sum = 0.f;
+  for (int l = 0; l < kW; ++l) sum += lanes[l];
+  return sum;
+}
+
+void attention_direct(const AttentionArgs& a) {
+  using namespace simd;
+  const int heads = a.batch * a.heads;
+#pragma omp parallel for schedule(static) if (heads > 1 && static_cast<double>(heads) * a.sk * (a.d + a.dv) > 32768)
+  for (int bh = 0; bh < heads; ++bh) {
+    const int b = bh / a.heads, h = bh % a.heads;
+    const float* k = at(a.k, a.k_stride, b, h);
+    const float* v = at(a.v, a.v_stride, b, h);
+    float* s = thread_buffer(t_scores, static_cast<size_t>(a.sk) + a.d + a.dv);
+    float* qrow = s + a.sk;     // a query row gathered densely (when its columns are strided)
+    float* orow = qrow + a.d;   // the output row before a strided store
+    for (int i = 0; i < a.sq; ++i) {
+      const float* q = at(a.q, a.q_stride, b, h) + i * a.q_stride[2];
+      if (a.q_stride[3] != 1) {
+        for (int c = 0; c < a.d; ++c) qrow[c] = q[c * a.q_stride[3]];
+        q = qrow;
+      }
+      const float* m = a.mask ? at(a.mask, a.mask_stride, b, h) + i * a.mask_stride[2] : nullptr;
+      for (int j = 0; j < a.sk; ++j) {
+        const float sc = a.scale * dot(q, k + j * a.k_stride[2], a.k_stride[3], a.d);
+        s[j] = m ? sc + m[j * a.mask_stride[3]] : sc;
+      }
+      softmax_rows(s, 1, a.sk, a.sk);
+      float* o = a.out + b * a.out_stride[0] + h * a.out_stride[1] + i * a.out_stride[2];
+      float* acc = a.out_stride[3] == 1 ? o : orow;
+      for (int c = 0; c < a.dv; ++c) acc[c] = 0.f;
+      for (int j = 0; j < a.sk; ++j) {
+        const float* vr = v + j * a.v_stride[2];
+        const vf pj = vset1(s[j]);
+        if (a.v_stride[3] == 1) {
+          int c = 0;
+          for (; c + kW <= a.dv; c += kW) vstore(acc + c, vfma(pj, vload(vr + c), vload(acc + c)));
+          for (; c < a.dv; ++c) acc[c] += s[j] * vr[c];
+        } else {
+          for (int c = 0; c < a.dv; ++c) acc[c] += s[j] * vr[c * a.v_stride[3]];
+        }
+      }
+      if (acc != o)
+        for (int c = 0; c < a.dv; ++c) o[c * a.out_stride[3]] = acc[c];
+    }
+  }
+}
+
 }  // namespace
 
 size_t attention_scratch_bytes(const AttentionArgs& a) {
+  if (a.sq <= kDirectRows && !a.bf16) return 0;  // the direct path packs nothing
   return static_cast<size_t>(a.batch) * a.heads * head_bytes(a);
 }
 
 void attention(const AttentionArgs& a, void* scratch) {
   const int heads = a.batch * a.heads;
   if (heads <= 0 || a.sq <= 0 || a.dv <= 0) return;
+  if (a.sq <= kDirectRows && !a.bf16) return attention_direct(a);
   unsigned char* packed = static_cast<unsigned char*>(scratch);
   const size_t hb = head_bytes(a), kbytes = packed_bytes(a.d, a.sk, a.bf16);
   const int threads = omp_get_max_threads();

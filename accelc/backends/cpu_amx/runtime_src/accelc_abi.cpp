@@ -254,24 +254,21 @@ ACCELC_EXPORT const char* accelc_last_error(void) { return g_last_error; }
 // ---- profiling ---------------------------------------------------------------------------------------------
 ACCELC_EXPORT int accelc_profile_count(void) { return kAccelcNumNodes; }
 
-ACCELC_EXPORT const char* accelc_profile_node(int i) {
+// Entry i of a per-node table, or null with error 4 naming the function when i is out of range.
+static const char* node_entry(const char* const* table, int i, const char* fn) {
   if (i < 0 || i >= kAccelcNumNodes) {
-    char msg[96];
-    std::snprintf(msg, sizeof msg, "%d is not a node index (the model has %d nodes)", i, kAccelcNumNodes);
-    fail(4, "accelc_profile_node: %s", msg);
+    char msg[128];
+    std::snprintf(msg, sizeof msg, "%s: %d is not a node index (the model has %d nodes)", fn, i, kAccelcNumNodes);
+    fail(4, "%s", msg);
     return nullptr;
   }
-  return kAccelcNodeLabels[i];
+  return table[i];
 }
 
+ACCELC_EXPORT const char* accelc_profile_node(int i) { return node_entry(kAccelcNodeLabels, i, "accelc_profile_node"); }
+
 ACCELC_EXPORT const char* accelc_profile_node_op(int i) {
-  if (i < 0 || i >= kAccelcNumNodes) {
-    char msg[96];
-    std::snprintf(msg, sizeof msg, "%d is not a node index (the model has %d nodes)", i, kAccelcNumNodes);
-    fail(4, "accelc_profile_node_op: %s", msg);
-    return nullptr;
-  }
-  return kAccelcNodeOps[i];
+  return node_entry(kAccelcNodeOps, i, "accelc_profile_node_op");
 }
 
 ACCELC_EXPORT int accelc_profile_enable(accelc_model* m, int on) {

@@ -235,6 +235,27 @@ static void reduce_t(RedOp op, int64_t outer, int64_t r, int64_t inner, const T*
   }
 }
 
+// Lane-wise max (IsMax) or min of p[0 .. k) for the largest k <= r that is a multiple of kW; k is
+// returned, NaN lanes seen are or-ed into nan0/nan1.
+template <bool IsMax>
+static ACCELC_INLINE vf extreme_lanes(const float* p, int64_t r, int64_t& k, vf& nan0, vf& nan1) {
+  auto ext = [](vf a, vf b) { return IsMax ? simd::vmax(a, b) : simd::vmin(a, b); };
+  vf m0 = simd::vset1(IsMax ? -INFINITY : INFINITY), m1 = m0, m2 = m0, m3 = m0;
+  for (; k + 4 * kW <= r; k += 4 * kW) {
+    const vf a = simd::vload(p + k), b = simd::vload(p + k + kW), c = simd::vload(p + k + 2 * kW),
+             d = simd::vload(p + k + 3 * kW);
+    nan0 = vec_isnan_or(nan0, a, b);
+    nan1 = vec_isnan_or(nan1, c, d);
+    m0 = ext(a, m0); m1 = ext(b, m1); m2 = ext(c, m2); m3 = ext(d, m3);
+  }
+  for (; k + kW <= r; k += kW) {
+    const vf a = simd::vload(p + k);
+    nan0 = vec_isnan_or(nan0, a, a);
+    m0 = ext(a, m0);
+  }
+  return ext(ext(m0, m1), ext(m2, m3));
+}
+
 // fp32 Max/Min over contiguous rows (GlobalMaxPool, ReduceMax/Min over the last axis), kW lanes at a
 // time. The result equals the scalar loop's: without NaNs every maximal value has the same bits unless
 // the extreme is zero (+0 and -0 compare equal: the scalar loop keeps the first), so a row whose extreme
@@ -244,37 +265,9 @@ static void reduce_minmax_rows_f32(bool is_max, int64_t outer, int64_t r, const 
   for (int64_t o = 0; o < outer; ++o) {
     const float* p = in + o * r;
     const float init = is_max ? -INFINITY : INFINITY;
-    vf m0 = simd::vset1(init), m1 = m0, m2 = m0, m3 = m0, nan0 = simd::vzero(), nan1 = nan0;
+    vf nan0 = simd::vzero(), nan1 = nan0;
     int64_t k = 0;
-    if (is_max) {
-      for (; k + 4 * kW <= r; k += 4 * kW) {
-        const vf a = simd::vload(p + k), b = simd::vload(p + k + kW), c = simd::vload(p + k + 2 * kW),
-                 d = simd::vload(p + k + 3 * kW);
-        nan0 = vec_isnan_or(nan0, a, b);
-        nan1 = vec_isnan_or(nan1, c, d);
-        m0 = simd::vmax(a, m0); m1 = simd::vmax(b, m1); m2 = simd::vmax(c, m2); m3 = simd::vmax(d, m3);
-      }
-      for (; k + kW <= r; k += kW) {
-        const vf a = simd::vload(p + k);
-        nan0 = vec_isnan_or(nan0, a, a);
-        m0 = simd::vmax(a, m0);
-      }
-      m0 = simd::vmax(simd::vmax(m0, m1), simd::vmax(m2, m3));
-    } else {
-      for (; k + 4 * kW <= r; k += 4 * kW) {
-        const vf a = simd::vload(p + k), b = simd::vload(p + k + kW), c = simd::vload(p + k + 2 * kW),
-                 d = simd::vload(p + k + 3 * kW);
-        nan0 = vec_isnan_or(nan0, a, b);
-        nan1 = vec_isnan_or(nan1, c, d);
-        m0 = simd::vmin(a, m0); m1 = simd::vmin(b, m1); m2 = simd::vmin(c, m2); m3 = simd::vmin(d, m3);
-      }
-      for (; k + kW <= r; k += kW) {
-        const vf a = simd::vload(p + k);
-        nan0 = vec_isnan_or(nan0, a, a);
-        m0 = simd::vmin(a, m0);
-      }
-      m0 = simd::vmin(simd::vmin(m0, m1), simd::vmin(m2, m3));
-    }
+    const vf m0 = is_max ? extreme_lanes<true>(p, r, k, nan0, nan1) : extreme_lanes<false>(p, r, k, nan0, nan1);
     float lanes[kW];
     uint32_t nans[kW];
     simd::vstore(lanes, m0);

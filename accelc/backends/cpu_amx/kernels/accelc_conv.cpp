@@ -42,6 +42,19 @@ struct PixelRun {
   int lane, len, ih0, iw0;
 };
 
+// Lanes [lo, hi) of a run whose input column iw0 + u*sw lies inside the row [0, W).
+struct LaneSpan {
+  int lo, hi;
+};
+ACCELC_INLINE LaneSpan lane_span(int len, int iw0, int sw, int W) {
+  if (sw == 1) {
+    const int lo = imin(len, imax(0, -iw0));
+    return {lo, imax(lo, imin(len, W - iw0))};
+  }
+  const int lo = imin(len, iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw);
+  return {lo, imax(lo, imin(len, W - iw0 > 0 ? (W - iw0 + sw - 1) / sw : 0))};
+}
+
 // Writes the im2col matrix of one image and group (x points at the group's first input channel) in
 // packed-B layout: rows k = (c*R + r)*S + s, columns = output pixels. f32 panels are K x 16; bf16
 // panels hold K pairs and are zero padded to a multiple of 32 rows (see accelc_gemm.h).
@@ -82,20 +95,16 @@ void im2col_packed(const Conv2dShape& s, const float* x, Out* Bp) {
             }
             const float* row = xc + static_cast<size_t>(ih) * s.W;
             const int iw0 = run.iw0 + t * s.dil_w;
-            if (s.stride_w == 1) {  // contiguous slice, clipped to the row
-              const int lo = imin(run.len, imax(0, -iw0)), hi = imax(lo, imin(run.len, s.W - iw0));
-              fill_zero(v, lo);
-              copy_floats(v + lo, row + iw0 + lo, hi - lo);
-              fill_zero(v + hi, run.len - hi);
-            } else {  // strided: the lanes whose column lies inside the row, zeros around them
-              const int sw = s.stride_w;
-              const int lo = imin(run.len, iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw);
-              const int hi = imax(lo, imin(run.len, s.W - iw0 > 0 ? (s.W - iw0 + sw - 1) / sw : 0));
-              fill_zero(v, lo);
+            // the lanes whose column lies inside the row, zeros around them
+            const LaneSpan sp = lane_span(run.len, iw0, s.stride_w, s.W);
+            fill_zero(v, sp.lo);
+            if (s.stride_w == 1) {
+              copy_floats(v + sp.lo, row + iw0 + sp.lo, sp.hi - sp.lo);
+            } else {
               const float* src = row + iw0;
-              for (int u = lo; u < hi; ++u) v[u] = src[u * sw];
-              fill_zero(v + hi, run.len - hi);
+              for (int u = sp.lo; u < sp.hi; ++u) v[u] = src[u * s.stride_w];
             }
+            fill_zero(v + sp.hi, run.len - sp.hi);
           }
           if (lanes < 16) fill_zero(row_vals + lanes, 16 - lanes);  // the last panel's padding columns
           if constexpr (BF16) {
@@ -192,10 +201,17 @@ void conv2d_any(const Conv2dShape& s, const float* x, const W* w, float* y, cons
   const int P = s.OH * s.OW;
   if (s.N <= 0 || s.K <= 0 || P <= 0) return;
   if (Cg == 1 && Mg == 1) return depthwise<BF16>(s, x, w, y, ep);
+  const bool pointwise = s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+                         s.pad_left == 0 && s.OH == s.H && s.OW == s.W;
   for (int n = 0; n < s.N; ++n) {
     for (int g = 0; g < s.groups; ++g) {
       const float* xg = x + (static_cast<size_t>(n) * s.C + static_cast<size_t>(g) * Cg) * s.H * s.W;
-      im2col_packed<BF16>(s, xg, scratch);
+      if (pointwise) {  // a 1x1 stride-1 unpadded conv: im2col is the input itself, packed like weights
+        if constexpr (BF16) pack_b_bf16(Cg, P, xg, P, false, scratch);
+        else pack_b_f32(Cg, P, xg, P, false, scratch);
+      } else {
+        im2col_packed<BF16>(s, xg, scratch);
+      }
       const Epilogue e = group_epilogue(s, ep, n, g * Mg);
       const W* wg = w + static_cast<size_t>(g) * Mg * Kg;
       float* yg = y + (static_cast<size_t>(n) * s.K + static_cast<size_t>(g) * Mg) * P;

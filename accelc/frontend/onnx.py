@@ -48,7 +48,9 @@ def load_onnx(model: "str | os.PathLike[str] | onnx.ModelProto | bytes", *,
     if proto.functions:
         # Model-local functions are macros of standard ops; inlining them is translation, not optimization.
         proto = onnx.inliner.inline_local_functions(proto)
-    checker_message = _run_checker(proto)
+    # given a file, the checker reads it natively (no re-serialization of the weights in Python)
+    on_disk = isinstance(model, (str, os.PathLike)) and not proto.functions
+    checker_message = _run_checker(os.fspath(model) if on_disk else proto)
     opsets = _opsets(proto, label)
     graph_proto = proto.graph
     nodes = _ordered_nodes(graph_proto, label, checker_message)
@@ -155,7 +157,7 @@ def _check_structure(proto: onnx.ModelProto, label: str) -> None:
         raise ModelLoadError(f"{label}: the graph has no outputs")
 
 
-def _run_checker(proto: onnx.ModelProto) -> str:
+def _run_checker(proto: "onnx.ModelProto | str") -> str:
     """ONNX's checker, leniently: its findings are kept as a note, and only our own structural checks
     (undefined values, duplicate definitions) reject a model, because exporters in the wild produce many
     models that violate the letter of the spec yet are perfectly usable."""

@@ -92,12 +92,22 @@ class WeightsBuilder:
 
 
 def weights_checksum(data: bytes) -> int:
-    """Checksum of weights.bin, the same function as runtime_src/accelc_abi.cpp's weights_checksum()."""
+    """Checksum of weights.bin, the same function as runtime_src/accelc_abi.cpp's weights_checksum():
+    sum over the little-endian 64-bit words w_i (the last one zero-padded) of (w_i ^ i*K1) * K2, mod 2^64,
+    xor the length. Computed in chunks, without copying the weights."""
     n = len(data)
-    padded = data + b"\0" * (-n % 8)
-    words = np.frombuffer(padded, dtype="<u8")
-    idx = np.arange(words.size, dtype=np.uint64)
+    whole = n // 8
+    words = np.frombuffer(memoryview(data)[: whole * 8], dtype="<u8")
+    k1, k2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xFF51AFD7ED558CCD)
+    chunk = 1 << 20
+    steps = np.arange(min(chunk, max(whole, 1)), dtype=np.uint64)
+    total = 0
     with np.errstate(over="ignore"):
-        mixed = (words ^ (idx * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xFF51AFD7ED558CCD)
-        total = int(mixed.sum(dtype=np.uint64))
-    return (total ^ n) & 0xFFFFFFFFFFFFFFFF
+        for start in range(0, whole, chunk):
+            w = words[start:start + chunk]
+            idx = steps[: w.size] + np.uint64(start)
+            total += int(((w ^ (idx * k1)) * k2).sum(dtype=np.uint64))
+        if n % 8:
+            tail = np.frombuffer(bytes(data[whole * 8:]) + b"\0" * (8 - n % 8), dtype="<u8")
+            total += int(((tail ^ (np.uint64(whole) * k1)) * k2).sum(dtype=np.uint64))
+    return ((total & 0xFFFFFFFFFFFFFFFF) ^ n) & 0xFFFFFFFFFFFFFFFF

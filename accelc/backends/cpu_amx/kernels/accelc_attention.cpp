@@ -19,6 +19,7 @@
 
 #include "accelc_gemm.h"
 #include "epilogue.h"
+#include "scratch.h"
 
 namespace ACCELC_NS {
 
@@ -26,27 +27,12 @@ namespace {
 
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-// Per-thread buffers (scores block, strided operands gathered densely), grown on demand and kept:
-// plain static TLS without destructors, as in accelc_gemm.cpp.
-struct ThreadBuffer {
-  void* data;
-  size_t bytes;
-};
-static thread_local ThreadBuffer t_scores = {nullptr, 0};
-static thread_local ThreadBuffer t_gather = {nullptr, 0};
+// Per-thread buffers (see scratch.h): the block of scores, strided operands gathered densely.
+static thread_local ScratchBuffer t_scores = {nullptr, 0};
+static thread_local ScratchBuffer t_gather = {nullptr, 0};
 
-float* thread_buffer(ThreadBuffer& b, size_t floats) {
-  const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64 + 64;
-  if (bytes > b.bytes) {
-    std::free(b.data);
-    b.data = std::aligned_alloc(64, bytes);
-    b.bytes = b.data ? bytes : 0;
-    if (!b.data) {
-      std::fprintf(stderr, "accelc: out of memory allocating %zu bytes of attention scratch\n", bytes);
-      std::abort();
-    }
-  }
-  return static_cast<float*>(b.data);
+float* thread_buffer(ScratchBuffer& b, size_t floats) {
+  return static_cast<float*>(thread_scratch(b, floats * sizeof(float), "attention scratch"));
 }
 
 inline const float* at(const float* base, const int64_t* st, int b, int h) { return base + b * st[0] + h * st[1]; }

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "epilogue.h"
+#include "scratch.h"
 #if defined(ACCELC_VARIANT_AVX2)
 #include "ukernels_avx2.h"
 #else
@@ -80,33 +81,10 @@ void for_each_task(int M, int npanels, const Tiling& t, double macs, Body body) 
   }
 }
 
-[[noreturn]] void out_of_memory(size_t bytes) {
-  std::fprintf(stderr, "accelc: out of memory allocating %zu bytes of GEMM scratch\n", bytes);
-  std::abort();
-}
-
-// ---- per-thread scratch for the converted A operand of the bf16 GEMMs -----------------------------
-// Kept per calling thread and grown on demand: converting A once per call (O(M*K)) is cheap, paying
-// page faults for a fresh allocation on every call is not. Plain static TLS (constant-initialised, no
-// destructor) so that no TLS wrapper symbols are emitted.
-struct ScratchBuffer {
-  void* data;
-  size_t bytes;
-};
+// ---- per-thread scratch for the converted A operand of the bf16 GEMMs (see scratch.h) ------------
 static thread_local ScratchBuffer t_a_scratch = {nullptr, 0};
 
-void* thread_scratch(ScratchBuffer& b, size_t bytes) {
-  bytes = (bytes + 63) / 64 * 64 + 64;
-  if (bytes > b.bytes) {
-    std::free(b.data);
-    b.data = std::aligned_alloc(64, bytes);
-    b.bytes = b.data ? bytes : 0;
-    if (!b.data) out_of_memory(bytes);
-  }
-  return b.data;
-}
-
-void* a_scratch(size_t bytes) { return thread_scratch(t_a_scratch, bytes); }
+void* a_scratch(size_t bytes) { return thread_scratch(t_a_scratch, bytes, "GEMM scratch"); }
 
 // ---- AMX permission state ----------------------------------------------------------------------
 #if defined(ACCELC_VARIANT_AMX)
@@ -226,7 +204,7 @@ void gemm_bf16_prepared(int M, int N, int K, const ABuffer& a, const uint16_t* B
   const size_t wide_bytes = (static_cast<size_t>(K) * 16 * sizeof(float) + 63) / 64 * 64 + 64;
   const Tiling t = plan_tiles(M, npanels, 8 * avx2::kMR, 1, macs);
   for_each_task<WidePanel>(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, WidePanel& wide) {
-    if (!wide.data && !(wide.data = static_cast<float*>(std::aligned_alloc(64, wide_bytes)))) out_of_memory(wide_bytes);
+    if (!wide.data && !(wide.data = static_cast<float*>(std::aligned_alloc(64, wide_bytes)))) out_of_memory(wide_bytes, "GEMM scratch");
     for (int p = p0; p < p1; ++p) {
       avx2::widen_bf16_panel(K, Bp + p * pstride, wide.data);
       const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;

@@ -128,36 +128,40 @@ def _apply(graph: Graph, node: Node, out: str, view: View) -> View | None:
 VIEW_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Gather", "Slice", "Split")
 
 
+def _scalar_factor(graph: Graph, node: Node, out: str) -> tuple[str, float] | None:
+    """(the tensor operand, the factor it is multiplied by) of a Mul/Div of ``out``'s shape by a finite,
+    non-zero scalar constant, else None."""
+    if node.op not in ("Mul", "Div"):
+        return None
+    for i in ((1, 0) if node.op == "Mul" else (1,)):
+        c = scalar_const(graph, node.inputs[i])
+        x = node.inputs[1 - i]
+        if c is not None and c != 0.0 and np.isfinite(c) and graph.types[x].shape == graph.types[out].shape:
+            return x, (c if node.op == "Mul" else 1.0 / c)
+    return None
+
+
 def trace_view(graph: Graph, producers: dict[str, Node], v: str) -> tuple[View, float]:
     """The oldest fp32 tensor ``v`` can be read from through views, and the scalar factor applied on the way."""
-    chain: list[tuple[Node, str]] = []   # (node, its output on the path), newest first
+    chain: list[tuple[Node, str, float | None]] = []   # (node, its output on the path, scalar factor), newest first
     cur = v
     while True:
         node = producers.get(cur)
         if node is None or graph.types[cur].dtype != DType.float32:
             break
-        if node.op in VIEW_OPS and node.inputs[0] and graph.types[node.inputs[0]].dtype == DType.float32:
-            chain.append((node, cur))
+        scaled = _scalar_factor(graph, node, cur)
+        if scaled is not None:
+            chain.append((node, cur, scaled[1]))
+            cur = scaled[0]
+        elif node.op in VIEW_OPS and node.inputs[0] and graph.types[node.inputs[0]].dtype == DType.float32:
+            chain.append((node, cur, None))
             cur = node.inputs[0]
-        elif node.op in ("Mul", "Div") and scalar_const(graph, node.inputs[1]) is not None \
-                and graph.types[node.inputs[0]].shape == graph.types[cur].shape:
-            chain.append((node, cur))
-            cur = node.inputs[0]
-        elif node.op == "Mul" and scalar_const(graph, node.inputs[0]) is not None \
-                and graph.types[node.inputs[1]].shape == graph.types[cur].shape:
-            chain.append((node, cur))
-            cur = node.inputs[1]
         else:
             break
     view, factor = dense_view(graph, cur), 1.0
-    for node, out in reversed(chain):
-        if node.op in ("Mul", "Div"):
-            c = scalar_const(graph, node.inputs[1] if scalar_const(graph, node.inputs[1]) is not None else node.inputs[0])
-            if c == 0.0 or not np.isfinite(c):
-                view, factor = dense_view(graph, out), 1.0
-                continue
-            factor = factor * c if node.op == "Mul" else factor / c
-            view = View(view.base, view.offset, static_shape(graph, out), view.strides)
+    for node, out, scale in reversed(chain):
+        if scale is not None:       # elementwise: the same view, another factor
+            view, factor = View(view.base, view.offset, static_shape(graph, out), view.strides), factor * scale
             continue
         nxt = _apply(graph, node, out, view)
         # a step that needs a copy: start again from the tensor that step materialises
@@ -165,9 +169,9 @@ def trace_view(graph: Graph, producers: dict[str, Node], v: str) -> tuple[View, 
     return view, factor
 
 
-def _as4(view: View, rank: int) -> tuple[int, ...]:
-    """[batch, head, row, column] strides of a rank-3 ([batch*, row, column]) or rank-4 view."""
-    return tuple(view.strides) if rank == 4 else (view.strides[0], 0, view.strides[1], view.strides[2])
+def _as4(strides: tuple[int, ...], rank: int) -> tuple[int, ...]:
+    """[batch, head, row, column] strides from those of a rank-3 ([batch*, row, column]) or rank-4 tensor."""
+    return tuple(strides) if rank == 4 else (strides[0], 0, strides[1], strides[2])
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,7 @@ def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
         k = View(k.base, k.offset, k.shape[:-2] + (k.shape[-1], k.shape[-2]), k.strides[:-2] + (k.strides[-1], k.strides[-2]))
     batch, heads = (m.batch[0], m.batch[1]) if rank == 4 else (m.batch[0], 1)
     out_value = m.pv.outputs[0]
-    out_strides = _as4(dense_view(graph, out_value), rank)
+    out_strides = _as4(dense_view(graph, out_value).strides, rank)
     readers = users.get(out_value, [])
     if len(readers) == 1 and readers[0].op == "Transpose" and out_value not in graph.outputs:
         t = readers[0]
@@ -214,7 +218,7 @@ def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
             st = [0] * rank
             for i, p in enumerate(perm):
                 st[p] = dense[i]
-            out_value, out_strides = t.outputs[0], _as4(View(out_value, 0, (), tuple(st)), rank)
+            out_value, out_strides = t.outputs[0], _as4(tuple(st), rank)
     mask_spec = None
     inputs = [q.base, k.base, v.base]
     if m.mask is not None:
@@ -222,9 +226,9 @@ def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
         full = (1,) * (rank - len(mshape)) + mshape
         dense = (0,) * (rank - len(mshape)) + tuple(contiguous_strides(mshape))
         mst = tuple(0 if d == 1 else s for d, s in zip(full, dense))
-        mask_spec = (0,) + _as4(View(m.mask, 0, (), mst), rank)
+        mask_spec = (0,) + _as4(mst, rank)
         inputs.append(m.mask)
-    specs = [(q.offset,) + _as4(q, rank), (k.offset,) + _as4(k, rank), (v.offset,) + _as4(v, rank)]
+    specs = [(x.offset,) + _as4(x.strides, rank) for x in (q, k, v)]
     if any(abs(x) > INT_MAX for s in specs + [out_strides] + ([mask_spec] if mask_spec else []) for x in s):
         return None
     attrs = CpuAttentionAttrs(batch, heads, m.sq, m.sk, m.d, m.dv, float(m.scale * fq * fk), m.compute == DType.bfloat16,

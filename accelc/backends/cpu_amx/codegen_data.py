@@ -172,12 +172,7 @@ def lower_slice(ctx: LowerCtx, node: Node) -> None:
     cut = [d for d, r in enumerate(ranges) if r != range(shape[d])]
     if len(cut) == 1 and ranges[cut[0]].step == 1 and len(ranges[cut[0]]):
         # one axis cut with step 1: a strided copy of rows (e.g. the columns of a wide GEMM's result)
-        a, esize = cut[0], ctx.dtype(src).itemsize
-        outer, inner, r = numel(shape[:a]), numel(shape[a + 1:]), ranges[cut[0]]
-        if outer and inner:
-            ctx.em.line(f"copy_rows({outer}, {len(r) * inner * esize}, reinterpret_cast<const unsigned char*>("
-                        f"{ctx.ptr(src)}) + {r.start * inner * esize}, {shape[a] * inner * esize}, {ctx.ptr(out)}, "
-                        f"{len(r) * inner * esize});")
+        emit_axis_range_copy(ctx, src, out, cut[0], ranges[cut[0]].start)
         return
     tables = [np.array(list(r), dtype=np.int64) * st[d] for d, r in enumerate(ranges)]
     emit_index_copy(ctx, src, out, tables, None, "slice")
@@ -281,18 +276,23 @@ def lower_concat(ctx: LowerCtx, node: Node) -> None:
 @lowering("Split", check=_check_movable)
 def lower_split(ctx: LowerCtx, node: Node) -> None:
     src = node.inputs[0]
-    in_shape = ctx.shape(src)
-    axis = node.attrs.axis % len(in_shape)
-    esize = ctx.dtype(src).itemsize
-    outer, inner = numel(in_shape[:axis]), numel(in_shape[axis + 1:])
+    axis = node.attrs.axis % len(ctx.shape(src))
     offset = 0
     for v in node.outputs:
-        n = ctx.shape(v)[axis]
-        if n and outer and inner:
-            ctx.em.line(f"copy_rows({outer}, {n * inner * esize}, reinterpret_cast<const unsigned char*>("
-                        f"{ctx.ptr(src)}) + {offset * inner * esize}, {in_shape[axis] * inner * esize}, "
-                        f"{ctx.ptr(v)}, {n * inner * esize});  // {v}")
-        offset += n
+        emit_axis_range_copy(ctx, src, v, axis, offset)
+        offset += ctx.shape(v)[axis]
+
+
+def emit_axis_range_copy(ctx: LowerCtx, src: str, out: str, axis: int, start: int) -> None:
+    """``out`` = ``src`` restricted to indices start .. start + out's size along ``axis``: one strided copy
+    of rows (a row is everything from ``axis`` inwards)."""
+    in_shape = ctx.shape(src)
+    esize = ctx.dtype(src).itemsize
+    outer, inner, n = numel(in_shape[:axis]), numel(in_shape[axis + 1:]), ctx.shape(out)[axis]
+    if n and outer and inner:
+        ctx.em.line(f"copy_rows({outer}, {n * inner * esize}, reinterpret_cast<const unsigned char*>("
+                    f"{ctx.ptr(src)}) + {start * inner * esize}, {in_shape[axis] * inner * esize}, "
+                    f"{ctx.ptr(out)}, {n * inner * esize});  // {out}")
 
 
 # ---- Gather / GatherElements ----------------------------------------------------------------------------

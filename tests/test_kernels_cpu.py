@@ -140,6 +140,7 @@ class KernelLib:
         self.lib, self.variant = lib, variant
         lib.accelc_test_packed_b_elems.restype = ctypes.c_size_t
         lib.accelc_test_conv2d_scratch_elems.restype = ctypes.c_size_t
+        lib.accelc_test_conv_nhwc_packed_elems.restype = ctypes.c_size_t
         if variant == "amx":
             reason = ctypes.c_char_p()
             if not lib.accelc_test_amx_init(ctypes.byref(reason)):
@@ -172,6 +173,20 @@ class KernelLib:
         f, i, bias, res = epilogue_args(ep)
         self.lib.accelc_test_conv2d(int(bf16), ptr(s), ptr(x), ptr(w), ptr(y), ptr(f), ptr(i), ptr(bias), ptr(res),
                                     ptr(scratch))
+
+
+    def pack_conv_nhwc(self, shape: list[int], w: np.ndarray) -> np.ndarray:
+        """conv weights [K][C/groups][R][S] packed by pack_conv_nhwc_f32 (NaN-filled first: no stale zeros)."""
+        s = np.array(shape, dtype=np.int32)
+        out = np.full(self.lib.accelc_test_conv_nhwc_packed_elems(ptr(s)), np.nan, dtype=np.float32)
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        self.lib.accelc_test_pack_conv_nhwc(ptr(s), ptr(w), ptr(out))
+        return out
+
+    def conv2d_nhwc(self, shape: list[int], x: np.ndarray, packed: np.ndarray, y: np.ndarray, ep: dict) -> None:
+        s = np.array(shape, dtype=np.int32)
+        f, i, bias, res = epilogue_args(ep)
+        self.lib.accelc_test_conv2d_nhwc(ptr(s), ptr(x), ptr(packed), ptr(y), ptr(f), ptr(i), ptr(bias), ptr(res))
 
 
 def epilogue_args(ep: dict):
@@ -580,6 +595,154 @@ def test_conv2d_bf16_rounds_x_like_packing(kernel_lib, variant):
     np.testing.assert_array_equal(y.reshape(k, hw), c_ref)
 
 
+# ---- NHWC convolution ----------------------------------------------------------------------------
+
+def conv_out_hw(h, wd, r, s, stride, pads, dil):
+    return ((h + pads[0] + pads[2] - dil[0] * (r - 1) - 1) // stride[0] + 1,
+            (wd + pads[1] + pads[3] - dil[1] * (s - 1) - 1) // stride[1] + 1)
+
+
+def nhwc_shape(case) -> list[int]:
+    n, c, h, wd, k, r, s, stride, pads, dil, groups = case
+    oh, ow = conv_out_hw(h, wd, r, s, stride, pads, dil)
+    return [n, c, h, wd, k, r, s, oh, ow, stride[0], stride[1], pads[0], pads[1], dil[0], dil[1], groups]
+
+
+def pack_conv_nhwc_formula(w: np.ndarray, groups: int) -> np.ndarray:
+    """The packed layout of accelc_gemm.h ("NHWC convolution"), element by element."""
+    k, cg, r, s = w.shape
+    mg = k // groups
+    if cg == 1 and mg == 1:
+        out = np.zeros(r * s * k, np.float32)
+        for i in range(r):
+            for j in range(s):
+                for kk in range(k):
+                    out[(i * s + j) * k + kk] = w[kk, 0, i, j]
+        return out
+    kg, panels = r * s * cg, -(-mg // 16)
+    gsize = panels * 16 * kg  # packed_b_elems_f32(R*S*Cg, Mg)
+    out = np.zeros(groups * gsize, np.float32)
+    for g in range(groups):
+        for m in range(mg):
+            for c in range(cg):
+                for i in range(r):
+                    for j in range(s):
+                        kk = (i * s + j) * cg + c  # Wg[(r*S + s)*Cg + c][m] at Bp[(m/16)*K*16 + k*16 + m%16]
+                        out[g * gsize + (m // 16) * kg * 16 + kk * 16 + m % 16] = w[g * mg + m, c, i, j]
+    return out
+
+
+NHWC_CONVS = {
+    # name: (N, C, H, W, K, R, S, stride, pads (t, l, b, r), dilation, groups)
+    "1x1_gemm": (2, 33, 7, 9, 40, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),          # a plain GEMM over x
+    "1x1_s2": (1, 24, 9, 11, 20, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "1x1_padded": (1, 16, 5, 6, 17, 1, 1, (1, 1), (1, 0, 0, 2), (1, 1), 1),
+    "3x3_s1_p1": (2, 16, 12, 13, 35, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),     # M = 312: several row blocks
+    "3x3_s2_p1": (1, 20, 13, 11, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    "5x5_deep": (1, 40, 9, 8, 70, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), 1),
+    "asymmetric_pads": (1, 17, 10, 11, 7, 3, 2, (2, 1), (0, 1, 2, 0), (1, 1), 1),
+    "dilation2": (1, 18, 15, 16, 10, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1),
+    "stride3_dilation2": (1, 16, 19, 23, 6, 3, 3, (3, 3), (2, 3, 1, 4), (2, 2), 1),
+    "conv1d": (2, 16, 1, 50, 24, 1, 5, (1, 2), (0, 2, 0, 1), (1, 1), 1),
+    "stem_7x7_s2_c3": (1, 3, 23, 20, 18, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),   # small Cg: gathered rows
+    "stem_batch2": (2, 3, 30, 29, 64, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
+    "small_c8_3x3": (2, 8, 12, 13, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "small_dilated": (1, 5, 15, 16, 10, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1),
+    "small_wide_kernel": (1, 2, 4, 30, 9, 3, 9, (1, 1), (1, 6, 1, 2), (1, 1), 1),   # taps beyond both edges
+    "groups2": (1, 32, 9, 10, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),          # Mg = 20
+    "groups3_1x1": (2, 48, 5, 7, 36, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 3),       # Mg = 12
+    "groups4_small": (1, 12, 9, 10, 20, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4),    # Cg = 3, Mg = 5
+    "groups2_mg40": (1, 40, 8, 9, 80, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), 2),      # Mg = 40: panel pairs + tail
+    "depthwise_3x3_s1": (2, 20, 11, 14, 20, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 20),
+    "depthwise_3x3_s2": (1, 37, 17, 19, 37, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 37),
+    "depthwise_5x5_dil": (1, 13, 17, 19, 13, 5, 5, (2, 2), (2, 1, 2, 3), (2, 1), 13),
+    "depthwise_wide": (1, 72, 6, 9, 72, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 72),
+}
+
+
+def nhwc_case_data(case, seed):
+    n, c, h, wd, k, r, s, stride, pads, dil, groups = case
+    oh, ow = conv_out_hw(h, wd, r, s, stride, pads, dil)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, wd, c)).astype(np.float32)
+    w = (rng.standard_normal((k, c // groups, r, s)) * 0.2).astype(np.float32)
+    return rng, x, w, (n, oh, ow, k)
+
+
+def run_conv_nhwc(lib: KernelLib, case, x, w, ep) -> np.ndarray:
+    shape = nhwc_shape(case)
+    packed = lib.pack_conv_nhwc(shape, w)
+    n, oh, ow, k = shape[0], shape[7], shape[8], shape[4]
+    y_full = np.full(n * oh * ow * k + 19, np.nan, dtype=np.float32)
+    y_full[-19:] = 12345.0
+    y = y_full[:-19].reshape(n, oh, ow, k)
+    lib.conv2d_nhwc(shape, x, packed, y, ep)
+    assert (y_full[-19:] == 12345.0).all(), "wrote past the end of y"
+    return y
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("case", ["3x3_s1_p1", "groups2", "groups4_small", "depthwise_3x3_s2", "stem_7x7_s2_c3"])
+def test_pack_conv_nhwc_layout(kernel_lib, variant, case):
+    lib = kernel_lib(variant)
+    _, _, w, _ = nhwc_case_data(NHWC_CONVS[case], 0)
+    groups = NHWC_CONVS[case][-1]
+    got = lib.pack_conv_nhwc(nhwc_shape(NHWC_CONVS[case]), w)
+    want = pack_conv_nhwc_formula(w, groups)
+    assert got.size == want.size
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # padding zeros included
+    if hasattr(packing, "pack_conv_nhwc_f32"):  # the compile-time packer writes the same bytes
+        np.testing.assert_array_equal(packing.pack_conv_nhwc_f32(w, groups).view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("case", list(NHWC_CONVS))
+def test_conv2d_nhwc(kernel_lib, variant, case):
+    lib = kernel_lib(variant)
+    n, c, h, wd, k, r, s, stride, pads, dil, groups = NHWC_CONVS[case]
+    rng, x, w, yshape = nhwc_case_data(NHWC_CONVS[case], len(case))
+    _, oh, ow, _ = yshape
+    to_rows = lambda a: a.transpose(0, 2, 3, 1).reshape(n * oh * ow, k)  # NCHW reference -> [pixel][channel]
+    x_nchw = x.transpose(0, 3, 1, 2).astype(np.float64)
+    acc = to_rows(conv_ref(x_nchw, w.astype(np.float64), groups, stride, pads, dil, (oh, ow)))
+    abs_acc = to_rows(conv_ref(np.abs(x_nchw), np.abs(w).astype(np.float64), groups, stride, pads, dil, (oh, ow)))
+    bias = rng.standard_normal(k).astype(np.float32)
+    residual = rng.standard_normal((n * oh * ow, k)).astype(np.float32)
+    eps = [{},
+           {"bias_mode": 1, "bias": bias, "residual": residual, "act": "relu"},
+           {"alpha": 0.5, "beta": 2.0, "bias_mode": 1, "bias": bias, "act": "silu"},
+           {"residual": residual, "act": "clip", "act_alpha": -0.5, "act_beta": 0.75}]
+    for ep in eps:
+        y = run_conv_nhwc(lib, NHWC_CONVS[case], x, w, ep)
+        ref, scale = epilogue_ref(acc, abs_acc, ep)
+        assert_close(y.reshape(n * oh * ow, k), ref, scale, c // groups * r * s,
+                     f"{variant} nhwc conv {case} ep={sorted(ep)}")
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("case", ["big_3x3", "big_stem", "big_depthwise", "big_1x1", "big_groups"])
+def test_conv2d_nhwc_is_bitwise_independent_of_thread_count(kernel_lib, variant, case):
+    lib = kernel_lib(variant)
+    conv = {"big_3x3": (1, 32, 20, 21, 72, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+            "big_stem": (1, 3, 41, 40, 40, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
+            "big_depthwise": (2, 70, 20, 20, 70, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 70),
+            "big_1x1": (2, 64, 14, 15, 100, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+            "big_groups": (1, 64, 16, 16, 96, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 2)}[case]
+    rng, x, w, yshape = nhwc_case_data(conv, 3)
+    ep = {"bias_mode": 1, "bias": rng.standard_normal(conv[4]).astype(np.float32), "act": "gelu",
+          "residual": rng.standard_normal((yshape[0] * yshape[1] * yshape[2], yshape[3])).astype(np.float32)}
+    try:
+        results = []
+        for threads in (1, 2, 3, 8):
+            lib.threads(threads)
+            results.append(run_conv_nhwc(lib, conv, x, w, ep))
+    finally:
+        lib.threads(os.cpu_count() or 1)
+    assert not np.isnan(results[0]).any()
+    for got in results[1:]:
+        np.testing.assert_array_equal(results[0], got)
+
+
 # ---- build properties ---------------------------------------------------------------------------
 
 @pytest.mark.skipif(CXX is None, reason="g++ not found")
@@ -610,6 +773,7 @@ def test_every_variant_compiles_and_links_into_one_library(build_dir):
         nm = subprocess.run(["nm", "-C", "--defined-only", str(so)], capture_output=True, text=True)
         for v in VARIANT_FLAGS:
             assert f"accelc_{v}::gemm_bf16(" in nm.stdout and f"accelc_{v}::conv2d_f32(" in nm.stdout
+            assert f"accelc_{v}::conv2d_nhwc_f32(" in nm.stdout
     finally:
         so.unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@
 
 #include "accelc_gemm.h"
 #include "epilogue.h"
+#include "scratch.h"
 
 namespace ACCELC_NS {
 
@@ -235,6 +236,422 @@ void conv2d_f32(const Conv2dShape& s, const float* x, const float* w, float* y, 
 void conv2d_bf16(const Conv2dShape& s, const float* x, const uint16_t* w, float* y, const Epilogue& ep,
                  uint16_t* scratch) {
   conv2d_any<true>(s, x, w, y, ep, scratch);
+}
+
+}  // namespace ACCELC_NS
+
+// =================================================================================================
+// NHWC convolution (see accelc_gemm.h): an implicit GEMM whose rows are output pixels and whose
+// columns are output channels. One micro-kernel serves every case: a block of kMR pixel rows times
+// NP packed panels, with k walking `nseg` segments of L contiguous floats of each row's A operand:
+//   - general: a segment is one kernel tap (L = Cg), read in place from x (or a zero row in padding);
+//   - small Cg: a segment is one kernel row (L = S*Cg), read in place from x where its S taps are one
+//     contiguous run of x inside the image, else gathered (zero padded) into per-thread scratch.
+// The packed weights hold k in the same (tap, channel) order, so the kernel reads each panel straight
+// through. Every output element is one FMA chain over the full K in a fixed order, whatever the
+// tiling and the thread count.
+// =================================================================================================
+namespace ACCELC_NS {
+namespace {
+
+namespace nhwc {
+
+using simd::kW;
+using simd::vf;
+
+constexpr int kVPP = 16 / kW;  // vectors per 16-column panel
+#if ACCELC_SIMD_512
+constexpr int kMR = 12, kNP = 2;  // 24 zmm accumulators, as the AVX-512 GEMM kernel
+#else
+constexpr int kMR = 6, kNP = 1;   // 12 ymm accumulators, as the AVX2 GEMM kernel
+#endif
+// Below this many channels per group a tap is too short a K run for the pointer-per-tap kernel; the
+// segments are then whole kernel rows (ResNet stem, C = 3: 21-float segments, ~82 GFLOP/s on Zen 3).
+constexpr int kSmallCg = 16;
+constexpr double kParallelMinMacs = 1 << 17;
+
+// C[m0 .. m0+MR, n0 .. n0+cols) for cols <= NP*16. Row i reads A from ptrs[sg*kMR + i] + goff for
+// segment sg; the panels are Bp, Bp + pstride, ... (nseg*L rows of 16 floats each). Width-generic
+// (simd::vf): AVX2 runs 6 rows x 2 ymm, AVX-512 12 rows x NP zmm, as the GEMM micro-kernels do.
+template <int MR, int NP>
+void block(int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const float* Bp, size_t pstride, float* C,
+           int ldc, int m0, int n0, int cols, const Epilogue& ep) {
+  constexpr int NV = NP * kVPP;
+  vf acc[MR][NV];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = simd::vzero();
+  const float* b = Bp;
+  for (int sg = 0; sg < nseg; ++sg, b += static_cast<size_t>(L) * 16) {
+    const float* a[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) a[i] = ptrs[sg * kMR + i] + goff;
+#pragma GCC unroll 2
+    for (int k = 0; k < L; ++k) {
+      vf bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = simd::vload(b + (v / kVPP) * pstride + k * 16 + (v % kVPP) * kW);
+#pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        const vf av = simd::vset1(a[i][k]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = simd::vfma(av, bv[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    float* c = C + static_cast<size_t>(i) * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const int cnt = cols - v * kW;
+      if (cnt <= 0) break;
+      if (cnt >= kW) epi::store<true>(acc[i][v], c + v * kW, ldc, m0 + i, n0 + v * kW, kW, ep);
+      else epi::store<false>(acc[i][v], c + v * kW, ldc, m0 + i, n0 + v * kW, cnt, ep);
+    }
+  }
+}
+
+// Compile-time row counts for the last, partial row block.
+template <int NP, int MR = kMR>
+ACCELC_INLINE void block_rows(int rows, int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const float* Bp,
+                              size_t pstride, float* C, int ldc, int m0, int n0, int cols, const Epilogue& ep) {
+  if constexpr (MR > 0) {
+    if (rows == MR) return block<MR, NP>(nseg, L, ptrs, goff, Bp, pstride, C, ldc, m0, n0, cols, ep);
+    return block_rows<NP, MR - 1>(rows, nseg, L, ptrs, goff, Bp, pstride, C, ldc, m0, n0, cols, ep);
+  }
+}
+
+// Small copies (a few channels to a few hundred floats) as inline vector moves.
+ACCELC_INLINE void copy_n(float* dst, const float* src, int n) {
+  if (n < kW) {
+    for (int u = 0; u < n; ++u) dst[u] = src[u];
+    return;
+  }
+  int u = 0;
+  for (; u + kW <= n; u += kW) simd::vstore(dst + u, simd::vload(src + u));
+  if (u < n) simd::vstore(dst + n - kW, simd::vload(src + n - kW));  // the last kW floats, overlapping
+}
+ACCELC_INLINE void zero_n(float* dst, int n) {
+  int u = 0;
+  for (; u + kW <= n; u += kW) simd::vstore(dst + u, simd::vzero());
+  for (; u < n; ++u) dst[u] = 0.f;
+}
+
+// Per-thread scratch of a task: the zero row (max(C, S*Cg) floats), the pointer table and the gathered
+// segments of the small-Cg path.
+static thread_local ScratchBuffer t_conv_scratch = {nullptr, 0};
+
+// The rows of a task split into the fewest micro-blocks of <= kMR rows, of sizes differing by at most
+// one (49 rows: 6,6,6,6,5,5,5,5,5 rather than 8 x 6 + 1): a block of very few rows is load bound.
+struct RowBlocks {
+  int nblk, base, extra;
+  explicit RowBlocks(int rows) : nblk(ceil_div(rows, kMR)), base(rows / imax(nblk, 1)), extra(rows % imax(nblk, 1)) {}
+  int start(int b) const { return b * base + imin(b, extra); }
+  int size(int b) const { return base + (b < extra ? 1 : 0); }
+};
+
+struct Geometry {
+  Conv2dShape s;  // a copy: the table builders' stores could otherwise alias it
+  int Cg, Mg, Kg, taps, npg, P;
+};
+
+// Output pixels m0, m0 + 1, ... in order: the top-left input position of each one's window and its
+// image, without a division per pixel.
+struct PixelWalk {
+  const Conv2dShape& s;
+  int oh, ow, ih0, iw0;
+  const float* img;
+  size_t img_floats;
+  PixelWalk(const Conv2dShape& sh, const float* x, int m) : s(sh) {
+    const int P = s.OH * s.OW, n = m / P, q = m % P;
+    oh = q / s.OW;
+    ow = q % s.OW;
+    ih0 = oh * s.stride_h - s.pad_top;
+    iw0 = ow * s.stride_w - s.pad_left;
+    img_floats = static_cast<size_t>(s.H) * s.W * s.C;
+    img = x + static_cast<size_t>(n) * img_floats;
+  }
+  void next() {
+    iw0 += s.stride_w;
+    if (++ow < s.OW) return;
+    ow = 0;
+    iw0 = -s.pad_left;
+    ih0 += s.stride_h;
+    if (++oh < s.OH) return;
+    oh = 0;
+    ih0 = -s.pad_top;
+    img += img_floats;
+  }
+};
+
+// Pointer table of rows [m0, m1) for the general path: table[(blk*taps + t)*kMR + i] is the first
+// channel (of group 0) of row i of micro-block blk (RowBlocks) at tap t, or `zero` where the tap lies
+// in the padding (entries past a block's size point at `zero` too and are never read).
+void build_tap_table(const Geometry& G, const float* x, int m0, int m1, const float* zero, const float** table) {
+  const Conv2dShape s = G.s;
+  const int taps = G.taps;
+  const RowBlocks rb(m1 - m0);
+  PixelWalk px(s, x, m0);
+  for (int blk = 0; blk < rb.nblk; ++blk) {
+    const float** tb = table + static_cast<size_t>(blk) * taps * kMR;
+    for (int i = 0; i < kMR; ++i) {
+      if (i >= rb.size(blk)) {
+        for (int t = 0; t < taps; ++t) tb[t * kMR + i] = zero;
+        continue;
+      }
+      for (int r = 0; r < s.R; ++r) {
+        const int ih = px.ih0 + r * s.dil_h;
+        const bool row_in = ih >= 0 && ih < s.H;
+        const float* row = row_in ? px.img + static_cast<size_t>(ih) * s.W * s.C : zero;
+        for (int t = 0; t < s.S; ++t) {
+          const int iw = px.iw0 + t * s.dil_w;
+          tb[(r * s.S + t) * kMR + i] = row_in && iw >= 0 && iw < s.W ? row + static_cast<ptrdiff_t>(iw) * s.C : zero;
+        }
+      }
+      px.next();
+    }
+  }
+}
+
+// Small Cg: the taps of kernel row r of row m form one K segment of L = S*Cg floats,
+// [(r*S + t)*Cg + c]. Where that run lies in x as is (groups == 1, no horizontal dilation, all S taps
+// inside the image) the table points into x; a kernel row in the vertical padding points at `zero`
+// (>= L zeros); any other run is gathered, zero padded, into its slot A[((m - m0)*R + r)*L].
+// table[(blk*R + r)*kMR + i] as in build_tap_table.
+void build_small_table(const Geometry& G, const float* x, int m0, int m1, int g, const float* zero, float* A,
+                       const float** table) {
+  const Conv2dShape s = G.s;
+  const int Cg = G.Cg, L = s.S * Cg;
+  const bool contiguous = Cg == s.C && s.dil_w == 1;
+  const RowBlocks rb(m1 - m0);
+  PixelWalk px(s, x, m0);
+  for (int blk = 0; blk < rb.nblk; ++blk) {
+    const float** tb = table + static_cast<size_t>(blk) * s.R * kMR;
+    for (int i = 0; i < kMR; ++i) {
+      const int m = m0 + rb.start(blk) + i;
+      if (i >= rb.size(blk)) {
+        for (int r = 0; r < s.R; ++r) tb[r * kMR + i] = zero;
+        continue;
+      }
+      // taps [tlo, thi) of a kernel row lie inside the image horizontally
+      int tlo = 0, thi = s.S;
+      while (tlo < thi && px.iw0 + tlo * s.dil_w < 0) ++tlo;
+      while (thi > tlo && px.iw0 + (thi - 1) * s.dil_w >= s.W) --thi;
+      for (int r = 0; r < s.R; ++r) {
+        const int ih = px.ih0 + r * s.dil_h;
+        if (ih < 0 || ih >= s.H || tlo == thi) {
+          tb[r * kMR + i] = zero;
+          continue;
+        }
+        // tap tlo's channels of group g
+        const float* src = px.img + (static_cast<size_t>(ih) * s.W + (px.iw0 + tlo * s.dil_w)) * s.C +
+                           static_cast<size_t>(g) * Cg;
+        if (contiguous && tlo == 0 && thi == s.S) {
+          tb[r * kMR + i] = src;
+          continue;
+        }
+        float* dst = A + (static_cast<size_t>(m - m0) * s.R + r) * L;
+        zero_n(dst, tlo * Cg);
+        if (contiguous) {
+          copy_n(dst + tlo * Cg, src, (thi - tlo) * Cg);
+        } else {
+          for (int t = tlo; t < thi; ++t)
+            copy_n(dst + t * Cg, src + static_cast<size_t>(t - tlo) * s.dil_w * s.C, Cg);
+        }
+        zero_n(dst + thi * Cg, (s.S - thi) * Cg);
+        tb[r * kMR + i] = dst;
+      }
+      px.next();
+    }
+  }
+}
+
+void general(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep) {
+  Geometry G{s, s.C / s.groups, s.K / s.groups, 0, s.R * s.S, 0, s.OH * s.OW};
+  G.Kg = G.taps * G.Cg;
+  G.npg = ceil_div(G.Mg, 16);
+  const int M = s.N * G.P, npanels = s.groups * G.npg;
+  const size_t pstride = static_cast<size_t>(G.Kg) * 16;  // group g's panels follow group g-1's
+  const bool small = G.Cg < kSmallCg;
+  const int nseg = small ? s.R : G.taps, L = small ? s.S * G.Cg : G.Cg;
+  const double macs = static_cast<double>(M) * s.K * G.Kg;
+
+  // Tiles as in gemm_f32: row blocks times groups of <= 8 panels, fewer panels per task while that
+  // leaves a thread without two tasks. Up to 192 rows form one block, so the weights are read once;
+  // more rows split into blocks of about 48, their count a multiple of the thread count and their
+  // sizes equal (RowBlocks splits them into micro-blocks), so that the static schedule hands every
+  // thread the same number of rows (196 rows on 2 threads: 6 x ~33 rather than 4 x 48 + 4).
+  const int threads = macs < kParallelMinMacs ? 1 : omp_get_max_threads();
+  int mb = M, mblocks = 1;
+  if (M > 192) {
+    mblocks = round_up(ceil_div(M, 48), threads);
+    mb = ceil_div(M, mblocks);
+    mblocks = ceil_div(M, mb);
+  }
+  int pb = 8;
+  while (pb > kNP && static_cast<long>(mblocks) * ceil_div(npanels, pb) < 2L * threads) pb -= kNP;
+  const int pblocks = ceil_div(npanels, pb), tasks = mblocks * pblocks;
+  const int max_blk = ceil_div(mb, kMR);
+  const size_t zero_floats = static_cast<size_t>(round_up(imax(s.C, L), 16));
+  const size_t table_ptrs = static_cast<size_t>(max_blk) * nseg * kMR;
+  const size_t a_floats = small ? static_cast<size_t>(mb) * G.Kg : 0;
+  const size_t bytes = zero_floats * sizeof(float) + table_ptrs * sizeof(float*) + a_floats * sizeof(float);
+  const bool parallel = tasks > 1 && macs >= kParallelMinMacs && !omp_in_parallel();
+
+#pragma omp parallel if (parallel)
+  {
+    char* base = static_cast<char*>(thread_scratch(t_conv_scratch, bytes, "convolution scratch"));
+    float* zero = reinterpret_cast<float*>(base);
+    const float** table = reinterpret_cast<const float**>(base + zero_floats * sizeof(float));
+    float* A = reinterpret_cast<float*>(base + zero_floats * sizeof(float) + table_ptrs * sizeof(float*));
+    zero_n(zero, static_cast<int>(zero_floats));
+#pragma omp for schedule(static)
+    for (int task = 0; task < tasks; ++task) {
+      const int mi = task / pblocks, pj = task % pblocks;
+      const int m0 = mi * mb, m1 = imin(m0 + mb, M);
+      const int p0 = pj * pb, p1 = imin(p0 + pb, npanels);
+      const RowBlocks rb(m1 - m0);
+      if (!small) build_tap_table(G, x, m0, m1, zero, table);  // small: per group, below
+      int built_group = -1;
+      for (int p = p0; p < p1;) {
+        const int g = p / G.npg, pl = p % G.npg;
+        const int np = p + 1 < p1 && (p + 1) / G.npg == g ? kNP : 1;  // panel pairs stay inside a group
+        if (small && g != built_group) {
+          build_small_table(G, x, m0, m1, g, zero, A, table);
+          built_group = g;
+        }
+        const ptrdiff_t goff = small ? 0 : static_cast<ptrdiff_t>(g) * G.Cg;
+        const int n0 = g * G.Mg + pl * 16, cols = imin(G.Mg - pl * 16, np * 16);
+        const float* Bp = packed + static_cast<size_t>(p) * pstride;
+        for (int blk = 0; blk < rb.nblk; ++blk) {
+          const int m = m0 + rb.start(blk), rows = rb.size(blk);
+          const float* const* tb = table + static_cast<size_t>(blk) * nseg * kMR;
+          float* C = y + static_cast<size_t>(m) * s.K + n0;
+          if (np > 1) block_rows<kNP>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
+          else block_rows<1>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
+        }
+        p += np;
+      }
+    }
+  }
+}
+
+// ---- depthwise: y[m][k] = sum_taps x[pixel(m, tap)][k] * wd[tap][k] ---------------------------------
+// Vectorised over channels; a block of PX pixels of one output row times CV channel vectors is
+// accumulated in registers over all taps (taps in the padding are skipped: they add exact zeros).
+template <int PX, int CV, bool TAIL>
+ACCELC_INLINE void dw_block(const Conv2dShape& s, const float* img, const float* wd, float* y, int m, int ih0,
+                            int iw0, int k, int cnt, const Epilogue& ep) {
+  vf acc[PX][CV];
+#pragma GCC unroll 8
+  for (int p = 0; p < PX; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) acc[p][v] = simd::vzero();
+  for (int r = 0; r < s.R; ++r) {
+    const int ih = ih0 + r * s.dil_h;
+    if (ih < 0 || ih >= s.H) continue;
+    const float* xrow = img + static_cast<size_t>(ih) * s.W * s.C + k;
+    for (int t = 0; t < s.S; ++t) {
+      const float* wt = wd + static_cast<size_t>(r * s.S + t) * s.K + k;
+      vf wv[CV];
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) wv[v] = TAIL ? simd::vload_n(wt + v * kW, cnt - v * kW) : simd::vload(wt + v * kW);
+#pragma GCC unroll 8
+      for (int p = 0; p < PX; ++p) {
+        const int iw = iw0 + p * s.stride_w + t * s.dil_w;
+        if (iw < 0 || iw >= s.W) continue;
+        const float* xp = xrow + static_cast<size_t>(iw) * s.C;
+#pragma GCC unroll 4
+        for (int v = 0; v < CV; ++v)
+          acc[p][v] = simd::vfma(TAIL ? simd::vload_n(xp + v * kW, cnt - v * kW) : simd::vload(xp + v * kW), wv[v],
+                                 acc[p][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < PX; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) {
+      float* c = y + static_cast<size_t>(m + p) * s.K + k + v * kW;
+      if (TAIL) {
+        if (cnt - v * kW > 0) epi::store<false>(acc[p][v], c, s.K, m + p, k + v * kW, imin(kW, cnt - v * kW), ep);
+      } else {
+        epi::store<true>(acc[p][v], c, s.K, m + p, k + v * kW, kW, ep);
+      }
+    }
+}
+
+// Pixels [ow0, ow1) of output row (n, oh), channels [k0, k1).
+template <int PX>
+ACCELC_INLINE void dw_pixels(const Conv2dShape& s, const float* img, const float* wd, float* y, int mrow, int ih0,
+                             int ow, int k0, int k1, const Epilogue& ep) {
+  constexpr int CV = 2;
+  const int m = mrow + ow, iw0 = ow * s.stride_w - s.pad_left;
+  int k = k0;
+  for (; k + CV * kW <= k1; k += CV * kW) dw_block<PX, CV, false>(s, img, wd, y, m, ih0, iw0, k, CV * kW, ep);
+  for (; k + kW <= k1; k += kW) dw_block<PX, 1, false>(s, img, wd, y, m, ih0, iw0, k, kW, ep);
+  if (k < k1) dw_block<PX, 1, true>(s, img, wd, y, m, ih0, iw0, k, k1 - k, ep);
+}
+
+void depthwise_nhwc(const Conv2dShape& s, const float* x, const float* wd, float* y, const Epilogue& ep) {
+  constexpr int kPX = 4, kChanBlock = 64;
+  const int rows = s.N * s.OH, cblocks = ceil_div(s.K, kChanBlock), tasks = rows * cblocks;
+  const double work = static_cast<double>(rows) * s.OW * s.K * s.R * s.S;
+  const bool parallel = tasks > 1 && work >= kParallelMinWork && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int task = 0; task < tasks; ++task) {
+    const int row = task / cblocks, cb = task % cblocks;
+    const int n = row / s.OH, oh = row % s.OH;
+    const int k0 = cb * kChanBlock, k1 = imin(k0 + kChanBlock, s.K);
+    const float* img = x + static_cast<size_t>(n) * s.H * s.W * s.C;
+    const int ih0 = oh * s.stride_h - s.pad_top, mrow = row * s.OW;
+    int ow = 0;
+    for (; ow + kPX <= s.OW; ow += kPX) dw_pixels<kPX>(s, img, wd, y, mrow, ih0, ow, k0, k1, ep);
+    for (; ow < s.OW; ++ow) dw_pixels<1>(s, img, wd, y, mrow, ih0, ow, k0, k1, ep);
+  }
+}
+
+}  // namespace nhwc
+
+}  // namespace
+
+size_t conv_nhwc_packed_elems(const Conv2dShape& s) {
+  const int Cg = s.C / s.groups, Mg = s.K / s.groups;
+  if (Cg == 1 && Mg == 1) return static_cast<size_t>(s.R) * s.S * s.K;
+  return static_cast<size_t>(s.groups) * packed_b_elems_f32(s.R * s.S * Cg, Mg);
+}
+
+void pack_conv_nhwc_f32(const Conv2dShape& s, const float* w, float* packed) {
+  const int Cg = s.C / s.groups, Mg = s.K / s.groups, taps = s.R * s.S, Kg = taps * Cg;
+  if (Cg == 1 && Mg == 1) {
+    for (int t = 0; t < taps; ++t)
+      for (int k = 0; k < s.K; ++k) packed[static_cast<size_t>(t) * s.K + k] = w[static_cast<size_t>(k) * taps + t];
+    return;
+  }
+  const int npg = ceil_div(Mg, 16);
+  for (int g = 0; g < s.groups; ++g) {
+    for (int pl = 0; pl < npg; ++pl) {
+      float* dst = packed + (static_cast<size_t>(g) * npg + pl) * Kg * 16;
+      for (int j = 0; j < 16; ++j) {
+        const int m = pl * 16 + j;
+        const float* wm = m < Mg ? w + static_cast<size_t>(g * Mg + m) * Kg : nullptr;  // [Cg][R][S]
+        for (int t = 0; t < taps; ++t)
+          for (int c = 0; c < Cg; ++c) dst[static_cast<size_t>(t * Cg + c) * 16 + j] = wm ? wm[c * taps + t] : 0.f;
+      }
+    }
+  }
+}
+
+void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep) {
+  const int Cg = s.C / s.groups, Mg = s.K / s.groups;
+  if (s.N <= 0 || s.K <= 0 || s.OH <= 0 || s.OW <= 0) return;
+  if (Cg == 1 && Mg == 1) return nhwc::depthwise_nhwc(s, x, packed_w, y, ep);
+  const bool pointwise = s.groups == 1 && s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+                         s.pad_top == 0 && s.pad_left == 0 && s.OH == s.H && s.OW == s.W;
+  if (pointwise) return gemm_f32(s.N * s.OH * s.OW, s.K, s.C, x, s.C, packed_w, y, s.K, ep);
+  nhwc::general(s, x, packed_w, y, ep);
 }
 
 }  // namespace ACCELC_NS

@@ -95,6 +95,21 @@ void conv2d_f32(const Conv2dShape& s, const float* x, const float* w, float* y, 
 void conv2d_bf16(const Conv2dShape& s, const float* x, const uint16_t* w, float* y, const Epilogue& ep,
                  uint16_t* scratch);
 
+// ---- NHWC convolution ---------------------------------------------------------------------------
+// x: [N][H][W][C] and y: [N][OH][OW][K] (channels innermost); same Conv2dShape fields as above. Computed
+// as an implicit GEMM: rows are the N*OH*OW output pixels of all images, columns the output channels of
+// a group, k runs over (kernel tap, input channel); each pixel's A row for a tap is read in place from
+// x (a tap in the padding reads zeros), so no im2col matrix is formed. Weights are packed once, at
+// compile time, by pack_conv_nhwc_f32 (the same bytes packing.py writes):
+//   general (not depthwise), Cg = C/groups, Mg = K/groups: group g occupies packed_b_elems_f32(R*S*Cg, Mg)
+//     floats at offset g * that, holding pack_b_f32 of Wg[(r*S + s)*Cg + c][m] = w[g*Mg + m][c][r][s];
+//   depthwise (Cg == 1 and Mg == 1): dense [R*S][K], wd[(r*S + s)*K + k] = w[k][0][r][s].
+// w (unpacked) is the ONNX [K][Cg][R][S]. Epilogue columns are output channels: bias_mode 1 (bias[k]);
+// the residual is [N][OH][OW][K] with ldr = K. Deterministic and thread-count independent like the GEMMs.
+size_t conv_nhwc_packed_elems(const Conv2dShape& s);
+void pack_conv_nhwc_f32(const Conv2dShape& s, const float* w, float* packed);
+void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep);
+
 // ---- fused attention ---------------------------------------------------------------------------
 // out[b,h] = softmax(scale * Q[b,h] K[b,h]^T + mask[b,h]) V[b,h] for b < batch, h < heads, with fp32
 // accumulation (bf16 = true: both products round their operands to bf16 first, as gemm_bf16 does).

@@ -70,4 +70,17 @@ void accelc_test_conv2d(int bf16, const int* shape, const float* x, const void* 
     ACCELC_NS::conv2d_f32(s, x, static_cast<const float*>(w), y, ep, static_cast<float*>(scratch));
 }
 
+size_t accelc_test_conv_nhwc_packed_elems(const int* shape) {
+  return ACCELC_NS::conv_nhwc_packed_elems(make_shape(shape));
+}
+
+void accelc_test_pack_conv_nhwc(const int* shape, const float* w, float* packed) {
+  ACCELC_NS::pack_conv_nhwc_f32(make_shape(shape), w, packed);
+}
+
+void accelc_test_conv2d_nhwc(const int* shape, const float* x, const float* packed, float* y, const float* epi_f,
+                             const int* epi_i, const float* bias, const float* residual) {
+  ACCELC_NS::conv2d_nhwc_f32(make_shape(shape), x, packed, y, make_epilogue(epi_f, epi_i, bias, residual));
+}
+
 }  // extern "C"

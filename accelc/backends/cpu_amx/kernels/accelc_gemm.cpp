@@ -352,17 +352,27 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
   const double macs = static_cast<double>(M) * N * K;
 #if defined(ACCELC_VARIANT_AVX2)
   // Up to 192 rows form one block, so a task reads each of its B panels (weights, from memory) once
-  // and reuses it for all rows from L1/L2 (A: 192 x K in L2); bigger M in blocks of 48 rows. Splitting
-  // K into cache blocks measured slower on this kernel (the panel streams well from L2).
-  const int mb = M <= 192 ? round_up(M, avx2::kMR) : 8 * avx2::kMR;
+  // and reuses it for all rows from L1/L2 (A: 192 x K in L2); bigger M in blocks of about 48 rows,
+  // their count a multiple of the thread count and their sizes equal, so that the static schedule gives
+  // every thread the same rows (196 rows on 2 threads: 6 x 33 rather than 4 x 48 + 4). Within a block
+  // the rows split into the fewest micro-blocks of <= kMR rows, sizes differing by at most one (49
+  // rows: 5 x 6 + 4 x 5 rather than 8 x 6 + 1: a one-row block is load bound). Splitting K into cache
+  // blocks measured slower on this kernel (the panel streams well from L2).
+  int mb = M;
+  if (M > 192) {
+    const int threads = macs < kParallelMinMacs ? 1 : omp_get_max_threads();
+    mb = ceil_div(M, round_up(ceil_div(M, 8 * avx2::kMR), threads));
+  }
   const Tiling t = plan_tiles(M, npanels, mb, 1, macs);
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
+    const int nblk = ceil_div(m1 - m0, avx2::kMR), base = (m1 - m0) / nblk, extra = (m1 - m0) % nblk;
     for (int p = p0; p < p1; ++p) {
       const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
-      for (int m = m0; m < m1; m += avx2::kMR) {
-        const int rows = m1 - m < avx2::kMR ? m1 - m : avx2::kMR;
+      for (int b = 0, m = m0; b < nblk; ++b) {
+        const int rows = base + (b < extra ? 1 : 0);
         avx2_f32_rows(rows, K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
                       C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
+        m += rows;
       }
     }
   });

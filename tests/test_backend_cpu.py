@@ -560,7 +560,11 @@ def test_fused_gemm_epilogue(tmp_path, cache_dir, act):
     dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1)), dict(kernel_shape=(3, 3), strides=(2, 2)),
     dict(kernel_shape=(1, 1)), dict(kernel_shape=(3, 5), pads=(0, 2, 1, 1), dilations=(2, 1), group=3),
     dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1), group=6)])
-def test_conv2d(tmp_path, cache_dir, geom):
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_conv2d(tmp_path, cache_dir, geom, layout, monkeypatch):
+    """fp32 convolutions run channels-last by default (layout.py); ACCELC_CPU_LAYOUT=nchw keeps the NCHW
+    im2col kernels, which bf16 and 1-D convolutions always use, covered too."""
+    monkeypatch.setenv("ACCELC_CPU_LAYOUT", layout)
     rng = np.random.default_rng(7)
     group = geom.get("group", 1)
     g, (x,) = graph_with_inputs((F32, (2, 6, 11, 10)))
@@ -631,7 +635,9 @@ def small_cnn(batch: int) -> Graph:
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_small_cnn(tmp_path, cache_dir, batch):
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_small_cnn(tmp_path, cache_dir, batch, layout, monkeypatch):
+    monkeypatch.setenv("ACCELC_CPU_LAYOUT", layout)
     check(small_cnn(batch), tmp_path, cache_dir, tol=(1e-4, 1e-5))
 
 
@@ -705,7 +711,7 @@ def test_abi_signature_weights_checks_and_header(tmp_path, cache_dir):
     header = parts.files["include/accelc_model.h"].decode()
     assert "accelc_create" in header and "image  f32[2,3,17,17]" in header
     src = parts.files["src/model.cpp"].decode()
-    assert "// [0] Conv" in src and "namespace ACCELC_NS" in src
+    assert "// [0] Transpose" in src and "// [1] accelc_cpu.ConvNhwc 'conv" in src and "namespace ACCELC_NS" in src
     # wrong size, corrupted bytes
     h = ctypes.c_void_p()
     w = bytearray(parts.files["weights.bin"])

@@ -1,7 +1,7 @@
 """The cpu_amx backend: support table, lowering to C++, build, and the artifact parts.
 
 ``lower`` = horizontal.fuse_parallel_gemms (sibling GEMMs -> one) + codegen_attention.legalize
-(attention subgraphs -> one fused node) + codegen.generate
+(attention subgraphs -> one fused node) + layout.to_nhwc (convolutional parts channels-last) + codegen.generate
 (model.cpp, headers, weights.bin, memory plan) + build.Builder (g++ per ISA variant, cached) ->
 CompiledParts with the library, weights, public header and the generated and hand-written sources
 for inspection.
@@ -12,7 +12,7 @@ from ...errors import BackendError
 from ...ir import Graph, Node
 from ...targets import Target
 from ..base import BackendOptions, CompiledParts
-from . import codegen, codegen_attention, horizontal, isa
+from . import codegen, codegen_attention, horizontal, isa, layout
 from .build import KERNELS, RUNTIME_SRC, Builder
 
 ABI_VERSION = 1
@@ -30,6 +30,7 @@ class CpuAmxBackend:
         variants = isa.variants_for(target)
         graph, n_wide = horizontal.fuse_parallel_gemms(graph)
         graph, n_attention = codegen_attention.legalize(graph)
+        graph, n_nhwc = layout.to_nhwc(graph)
         gen = codegen.generate(graph, variants)
         builder = Builder(options.cache_dir, verbose=options.verbose, debug=options.debug)
         library, src_dir = builder.build_model(gen.model_cpp, gen.config_h, variants)
@@ -57,6 +58,7 @@ class CpuAmxBackend:
             "weights_bytes": gen.weights_bytes,
             "fused_attention": n_attention,
             "merged_gemm_groups": n_wide,
+            "nhwc_convolutions": n_nhwc,
         }
         return CompiledParts(files, manifest)
 

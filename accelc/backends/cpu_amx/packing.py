@@ -11,8 +11,10 @@ the built library without repacking. B is the K x N right-hand operand of ``C = 
   Each 32-deep K block of a panel is exactly one AMX B tile (16 rows of 64 bytes, K pairs per row),
   and one 64-byte row is one ``vdpbf16ps`` operand.
 
-Convolution weights need no packing: ``conv2d_*`` take them as row-major ``[Cout][Cin/groups*R*S]``
-(fp32, or bf16 bits from :func:`round_to_bf16`).
+NCHW convolution weights need no packing: ``conv2d_*`` take them as row-major ``[Cout][Cin/groups*R*S]``
+(fp32, or bf16 bits from :func:`round_to_bf16`). NHWC convolutions (``conv2d_nhwc_f32``) take them packed
+by :func:`pack_conv_nhwc_f32`: per group, the f32 panels of the ``(tap, input channel) x output channel``
+matrix; depthwise ones as a dense ``[tap][channel]`` table.
 """
 from __future__ import annotations
 
@@ -81,3 +83,27 @@ def pack_b_bf16(b: np.ndarray, trans: bool = False) -> np.ndarray:
     # [kp/2, 2, panel, 16] -> [panel, kp/2, 16, 2]
     pairs = padded.reshape(kp // 2, 2, panels, PANEL).transpose(2, 0, 3, 1)
     return np.ascontiguousarray(pairs).reshape(-1)
+
+
+def pack_conv_nhwc_f32(w: np.ndarray, groups: int) -> np.ndarray:
+    """ONNX conv weights ``[K][C/groups][R][S]`` in the layout ``conv2d_nhwc_f32`` reads (1-D float32).
+
+    Depthwise (one input and one output channel per group): ``wd[(r*S + s)*K + k] = w[k, 0, r, s]``.
+    Otherwise group g holds :func:`pack_b_f32` of ``Wg[(r*S + s)*Cg + c, m] = w[g*Mg + m, c, r, s]``, the
+    groups one after the other. Must equal ``pack_conv_nhwc_f32`` in kernels/accelc_conv.cpp.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim != 4:
+        raise ValueError(f"NHWC packing expects [K, C/groups, R, S] weights, got shape {w.shape}")
+    k, cg, r, s = w.shape
+    if groups < 1 or k % groups:
+        raise ValueError(f"{k} output channels do not split into {groups} groups")
+    mg = k // groups
+    if cg == 1 and mg == 1:
+        return np.ascontiguousarray(w.reshape(k, r * s).T).reshape(-1)
+    parts = []
+    for g in range(groups):
+        wg = w[g * mg:(g + 1) * mg]                          # [Mg, Cg, R, S]
+        matrix = wg.transpose(2, 3, 1, 0).reshape(r * s * cg, mg)
+        parts.append(pack_b_f32(matrix))
+    return np.concatenate(parts)

@@ -193,6 +193,25 @@ static void reduce_t(RedOp op, int64_t outer, int64_t r, int64_t inner, const T*
     }
     return;
   }
+  if (N::is_float && inner > 1 && (op == RedOp::Sum || op == RedOp::Mean)) {
+    // reduced axis outside the contiguous one (channels-last global average pooling): the same double sums
+    // in the same order as the general loop below, a chunk of contiguous columns at a time
+    constexpr int64_t kChunk = 256;
+    const int64_t chunks = (inner + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (outer * r * inner > kParallelWork)
+    for (int64_t oc = 0; oc < outer * chunks; ++oc) {
+      const int64_t o = oc / chunks, i0 = oc % chunks * kChunk, n = inner - i0 < kChunk ? inner - i0 : kChunk;
+      double acc[kChunk];
+      for (int64_t i = 0; i < n; ++i) acc[i] = 0;
+      for (int64_t k = 0; k < r; ++k) {
+        const T* p = in + (o * r + k) * inner + i0;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) acc[i] += N::get(p, i);
+      }
+      for (int64_t i = 0; i < n; ++i) N::put(out, o * inner + i0 + i, op == RedOp::Mean ? acc[i] / double(r) : acc[i]);
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (outer * r * inner > kParallelWork)
   for (int64_t oi = 0; oi < outer * inner; ++oi) {
     const int64_t o = oi / inner, i = oi % inner;
@@ -824,6 +843,69 @@ void avg_pool(DT dt, const PoolShape& s, bool count_include_pad, const void* xv,
       avg_pool_generic<T>(s, count_include_pad, x, y);
     }
   });
+}
+
+// ---- NHWC pooling (channels innermost; 2-D windows on axes 1 and 2 of PoolShape, axis 0 of size 1) ---------
+// Every output pixel is a vector loop over the channels: the window's taps are visited in row-major order,
+// max keeps NaN (as the NCHW kernels do) and the average sums in tap order and divides once, so the results
+// equal those of max_pool/avg_pool on the transposed tensor.
+namespace {
+template <bool kMax>
+void pool_nhwc(const PoolShape& s, bool count_include_pad, const float* x, float* y) {
+  const int64_t H = s.in[1], W = s.in[2], OH = s.out[1], OW = s.out[2], C = s.c;
+  const int64_t rows = s.n * OH;
+#pragma omp parallel for schedule(static) if (rows * OW * C * s.kernel[1] * s.kernel[2] > kParallelWork)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t n = row / OH, oh = row % OH;
+    const int64_t h0 = oh * s.stride[1] - s.pad_begin[1];
+    const TapRange rh = taps_within(h0, s.kernel[1], s.dilation[1], 0, H);
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const int64_t w0 = ow * s.stride[2] - s.pad_begin[2];
+      const TapRange rw = taps_within(w0, s.kernel[2], s.dilation[2], 0, W);
+      float* yo = y + (row * OW + ow) * C;
+      const float count = kMax ? 1.f : static_cast<float>(
+          avg_count(s, count_include_pad, 1, h0) * avg_count(s, count_include_pad, 2, w0));
+      const bool empty = rh.hi <= rh.lo || rw.hi <= rw.lo;
+      for (int64_t c0 = 0; c0 < C; c0 += 4 * kW) {
+        const int64_t width = C - c0 < 4 * kW ? C - c0 : 4 * kW;
+        const int nv = static_cast<int>((width + kW - 1) / kW);
+        const int tail = static_cast<int>(width - (nv - 1) * kW);
+        vf acc[4], nanm[4];
+        for (int v = 0; v < 4; ++v) {
+          acc[v] = simd::vset1(kMax ? -INFINITY : 0.f);
+          nanm[v] = simd::vzero();
+        }
+        for (int64_t kh = rh.lo; kh < rh.hi; ++kh) {
+          const float* xr = x + ((n * H + h0 + kh * s.dilation[1]) * W) * C + c0;
+          for (int64_t kw = rw.lo; kw < rw.hi; ++kw) {
+            const float* xp = xr + (w0 + kw * s.dilation[2]) * C;
+            for (int v = 0; v < nv; ++v) {
+              const vf val = v + 1 < nv || tail == kW ? simd::vload(xp + v * kW) : simd::vload_n(xp + v * kW, tail);
+              if (kMax) {
+                nanm[v] = vec_isnan_or(nanm[v], val, val);
+                acc[v] = simd::vmax(val, acc[v]);
+              } else {
+                acc[v] = acc[v] + val;
+              }
+            }
+          }
+        }
+        for (int v = 0; v < nv; ++v) {
+          vf r = acc[v];
+          if (kMax) r = vec_nan_blend(r, nanm[v]);
+          else r = empty || count <= 0.f ? simd::vzero() : r / simd::vset1(count);
+          if (v + 1 < nv || tail == kW) simd::vstore(yo + c0 + v * kW, r);
+          else simd::vstore_n(yo + c0 + v * kW, r, tail);
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+void max_pool_nhwc_f32(const PoolShape& s, const float* x, float* y) { pool_nhwc<true>(s, false, x, y); }
+void avg_pool_nhwc_f32(const PoolShape& s, bool count_include_pad, const float* x, float* y) {
+  pool_nhwc<false>(s, count_include_pad, x, y);
 }
 
 // ---- transposed convolution ------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ struct PoolShape {
 void max_pool(DT dt, const PoolShape& s, const void* x, void* y);
 void avg_pool(DT dt, const PoolShape& s, bool count_include_pad, const void* x, void* y);
 
+// NHWC fp32 (x [n][in1][in2][c], y [n][out1][out2][c]; 2-D windows on axes 1 and 2, axis 0 of size 1).
+void max_pool_nhwc_f32(const PoolShape& s, const float* x, float* y);
+void avg_pool_nhwc_f32(const PoolShape& s, bool count_include_pad, const float* x, float* y);
+
 // ---- transposed convolution (gather form: each output element sums its taps; no write races) -----------
 struct ConvTransposeShape {
   int64_t n, c, m, groups;                // m = output channels (w is [c][m/groups][k...])

@@ -1,0 +1,236 @@
+"""Channels-last (NHWC) layout for convolutional networks on the CPU.
+
+Why: an NCHW convolution vectorises over pixels and needs an im2col matrix (each input value copied
+R*S times) to become a GEMM; that copy cost ResNet's 3x3 convolutions about 30% of their time, and
+pixel counts like 7x7 = 49 fill 16-wide vectors badly. In NHWC the output channels (multiples of 16 in
+practice) are the vector axis, each output pixel's receptive field is read in place per kernel tap,
+and a 1x1 convolution is a plain GEMM over the activations (kernels/accelc_gemm.h, conv2d_nhwc_f32).
+
+Rewrite (backend-local, after attention fusion), one forward walk over the nodes:
+
+- an fp32 2-D Conv/FusedConv with constant weights becomes ``accelc_cpu.ConvNhwc`` on the NHWC twins of
+  its input and residual; its weights are packed for the NHWC kernel at compile time;
+- MaxPool/AveragePool (2-D) and elementwise ops (and Concat over channels) whose inputs all have NHWC
+  twins run on the twins (``accelc_cpu.PoolNhwc``, or the same op);
+- GlobalAveragePool/GlobalMaxPool on a twin become a ReduceMean/ReduceMax over the pixel axes, whose
+  [N,1,1,C] result is the NCHW [N,C,1,1] one through a transpose of size-1 axes (a free view).
+
+A value's NCHW form is only produced (by a Transpose) where something still reads it: an op the walk
+does not convert, or a graph output. So a ResNet runs NHWC from the transposed input image to the
+global pooling, with no transposes in between. Values keep their names; the twins are new values.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ...ir import DType, Graph, Node
+from ...ir.ops.elementwise import ELEMENTWISE_OPS
+from ...ir.ops.fused import Activation
+from ...ir.ops.reduce import ReduceAttrs
+from ...ir.ops.shape import ConcatAttrs, TransposeAttrs
+from . import packing
+from .codegen_context import LowerCtx, lowering, numel, static_shape
+from .codegen_linalg import conv_parts, emit_epilogue, f32_operand
+
+CONV_OP = "accelc_cpu.ConvNhwc"
+POOL_OP = "accelc_cpu.PoolNhwc"
+TO_NHWC = (0, 2, 3, 1)
+TO_NCHW = (0, 3, 1, 2)
+# Opt-out for comparisons and debugging: ACCELC_CPU_LAYOUT=nchw keeps every convolution NCHW.
+LAYOUT_ENV = "ACCELC_CPU_LAYOUT"
+
+
+@dataclass(frozen=True)
+class ConvNhwcAttrs:
+    """``shape`` is the kernels' Conv2dShape, field for field: N, C, H, W, K, R, S, OH, OW, stride_h,
+    stride_w, pad_top, pad_left, dil_h, dil_w, groups."""
+    shape: tuple[int, ...]
+    activation: Activation = Activation()
+
+
+@dataclass(frozen=True)
+class PoolNhwcAttrs:
+    is_max: bool
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads_begin: tuple[int, int]
+    pads_end: tuple[int, int]
+    dilations: tuple[int, int]
+    count_include_pad: bool = False
+
+
+def _permuted(shape, perm) -> tuple[int, ...]:
+    return tuple(shape[p] for p in perm)
+
+
+def _conv_shape(graph: Graph, node: Node) -> tuple[int, ...] | None:
+    """The Conv2dShape of an eligible convolution, else None."""
+    if node.op not in ("Conv", "FusedConv"):
+        return None
+    attrs, _, compute, x, w, bias, res = conv_parts(node)
+    out = node.outputs[0]
+    if compute != DType.float32 or w not in graph.constants:
+        return None
+    values = [v for v in (x, w, bias, res, out) if v]
+    if any(graph.types[v].dtype != DType.float32 or not graph.types[v].is_static for v in values):
+        return None
+    xs, ws, ys = static_shape(graph, x), static_shape(graph, w), static_shape(graph, out)
+    if len(xs) != 4 or len(ws) != 4 or numel(ys) == 0:
+        return None
+    if res and static_shape(graph, res) != ys:
+        return None          # a broadcast residual keeps the NCHW path
+    if bias and numel(static_shape(graph, bias)) != ws[0]:
+        return None
+    g = attrs.geometry(2, tuple(ws[2:]))
+    return (xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], ys[2], ys[3], g.strides[0], g.strides[1],
+            g.pads_begin[0], g.pads_begin[1], g.dilations[0], g.dilations[1], attrs.group)
+
+
+def _pool_attrs(graph: Graph, node: Node) -> PoolNhwcAttrs | None:
+    if node.op not in ("MaxPool", "AveragePool") or len(node.outputs) != 1:
+        return None
+    x = node.inputs[0]
+    if graph.types[x].dtype != DType.float32 or len(static_shape(graph, x)) != 4:
+        return None
+    g = node.attrs.geometry(2)
+    return PoolNhwcAttrs(node.op == "MaxPool", tuple(g.kernel), tuple(g.strides), tuple(g.pads_begin),
+                         tuple(g.pads_end), tuple(g.dilations), bool(node.attrs.count_include_pad))
+
+
+def to_nhwc(graph: Graph) -> tuple[Graph, int]:
+    """The graph with its convolutions (and what lies between them) in NHWC, and how many convolutions
+    were converted (see the module doc)."""
+    if os.environ.get(LAYOUT_ENV, "").lower() == "nchw":
+        return graph, 0
+    if not any(_conv_shape(graph, n) for n in graph.nodes):
+        return graph, 0
+    g = graph.copy()
+    nodes: list[Node] = []
+    twin: dict[str, str] = {}          # NCHW value -> its NHWC twin
+    pending: set[str] = set()          # NCHW values known only through their twin so far
+    converted = 0
+
+    def new_value(base: str, like: str, shape) -> str:
+        name = g.fresh_name(base)
+        g.types[name] = g.types[like].with_shape(tuple(shape))
+        return name
+
+    def nhwc(v: str) -> str:
+        if v not in twin:
+            t = new_value(f"{v}_nhwc", v, _permuted(static_shape(g, v), TO_NHWC))
+            nodes.append(Node("Transpose", (v,), (t,), TransposeAttrs(TO_NHWC), f"{v}_to_nhwc"))
+            twin[v] = t
+        return twin[v]
+
+    def need_nchw(v: str) -> None:
+        if v in pending:
+            nodes.append(Node("Transpose", (twin[v],), (v,), TransposeAttrs(TO_NCHW), f"{v}_to_nchw"))
+            pending.discard(v)
+
+    def produce(out: str, shape_nhwc) -> str:
+        t = new_value(f"{out}_nhwc", out, shape_nhwc)
+        twin[out] = t
+        pending.add(out)
+        return t
+
+    def scalar_const(v: str) -> bool:
+        return v in g.constants and g.constants[v].size == 1
+
+    for node in graph.nodes:
+        shape = _conv_shape(graph, node)
+        if shape is not None:
+            _, act, _, x, w, bias, res = conv_parts(node)
+            out = node.outputs[0]
+            ins = (nhwc(x), w, bias, nhwc(res) if res else "")
+            y = produce(out, _permuted(static_shape(g, out), TO_NHWC))
+            nodes.append(Node(CONV_OP, ins, (y,), ConvNhwcAttrs(shape, act), node.name))
+            converted += 1
+            continue
+        inputs = [i for i in node.inputs if i]
+        if node.op in ("MaxPool", "AveragePool") and inputs and inputs[0] in twin:
+            attrs = _pool_attrs(graph, node)
+            if attrs is not None:
+                out = node.outputs[0]
+                y = produce(out, _permuted(static_shape(g, out), TO_NHWC))
+                nodes.append(Node(POOL_OP, (twin[inputs[0]],), (y,), attrs, node.name))
+                continue
+        if node.op in ("GlobalAveragePool", "GlobalMaxPool") and inputs[0] in twin \
+                and graph.types[inputs[0]].dtype == DType.float32 and len(static_shape(graph, inputs[0])) == 4:
+            out = node.outputs[0]
+            n, c = static_shape(graph, out)[:2]
+            pooled = new_value(f"{out}_nhwc", out, (n, 1, 1, c))
+            op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
+            nodes.append(Node(op, (twin[inputs[0]],), (pooled,), ReduceAttrs((1, 2), True), node.name))
+            nodes.append(Node("Transpose", (pooled,), (out,), TransposeAttrs(TO_NCHW), f"{out}_to_nchw"))
+            continue
+        if node.op == "Concat" and len(node.outputs) == 1 and inputs and all(i in twin for i in inputs):
+            rank = len(static_shape(graph, inputs[0]))
+            axis = node.attrs.axis % rank if rank else 0
+            if rank == 4:
+                out = node.outputs[0]
+                y = produce(out, _permuted(static_shape(g, out), TO_NHWC))
+                nodes.append(Node("Concat", tuple(twin[i] for i in inputs), (y,), ConcatAttrs(TO_NHWC.index(axis)),
+                                  node.name))
+                continue
+        if (node.op in ELEMENTWISE_OPS or node.op == "FusedElementwise") and len(node.outputs) == 1 and inputs:
+            tensors = [i for i in inputs if not scalar_const(i)]
+            out_shape = static_shape(graph, node.outputs[0])
+            if tensors and all(i in twin and static_shape(graph, i) == out_shape for i in tensors) \
+                    and len(out_shape) == 4:
+                out = node.outputs[0]
+                y = produce(out, _permuted(out_shape, TO_NHWC))
+                nodes.append(Node(node.op, tuple(twin.get(i, i) if i else i for i in node.inputs), (y,), node.attrs,
+                                  node.name))
+                continue
+        for i in inputs:
+            need_nchw(i)
+        nodes.append(node)
+    for v in graph.outputs:
+        need_nchw(v)
+    g.nodes = nodes
+    g.remove_unused_values()
+    return g, converted
+
+
+# ---- lowering --------------------------------------------------------------------------------------------
+@lowering(CONV_OP)
+def lower_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
+    a: ConvNhwcAttrs = node.attrs
+    x, w, bias, res = (list(node.inputs) + ["", ""])[:4]
+    out = node.outputs[0]
+    N, C, H, W, K, R, S, OH, OW, sh, sw, pt, pl, dh, dw, groups = a.shape
+    em = ctx.em
+    packed = packing.pack_conv_nhwc_f32(ctx.const(w), groups)
+    w_expr = ctx.weight(packed, "float")
+    bias_expr = f32_operand(ctx, bias, (K,), (K,), "bias") if bias else None
+    res_expr = ctx.ptr(res) if res else None
+    em.comment(f"NHWC {R}x{S} convolution, {C} -> {K} channels, {H}x{W} -> {OH}x{OW}"
+               + (f", {groups} groups" if groups > 1 else ""))
+    em.line("const Conv2dShape s{" + ", ".join(str(v) for v in a.shape) + "};")
+    em.line(f"if (conv_nhwc_packed_elems(s) != {packed.size}) "
+            "return fail(4, \"internal: NHWC conv weights were packed for another shape\");")
+    emit_epilogue(ctx, 1.0, 1.0, a.activation, bias_expr, 1 if bias_expr else 0, res_expr, K)
+    em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
+
+
+@lowering(POOL_OP)
+def lower_pool_nhwc(ctx: LowerCtx, node: Node) -> None:
+    a: PoolNhwcAttrs = node.attrs
+    x, out = node.inputs[0], node.outputs[0]
+    n, h, w, c = ctx.shape(x)
+    _, oh, ow, _ = ctx.shape(out)
+    em = ctx.em
+    em.line("PoolShape s;")
+    em.line(f"s.n = {n}; s.c = {c};")
+    fields = {"in": (1, h, w), "out": (1, oh, ow), "kernel": (1,) + a.kernel, "stride": (1,) + a.strides,
+              "pad_begin": (0,) + a.pads_begin, "pad_end": (0,) + a.pads_end, "dilation": (1,) + a.dilations}
+    for name, vals in fields.items():
+        em.line(" ".join(f"s.{name}[{k}] = {int(v)};" for k, v in enumerate(vals)))
+    if a.is_max:
+        em.line(f"max_pool_nhwc_f32(s, {ctx.ptr(x)}, {ctx.ptr(out)});")
+    else:
+        em.line(f"avg_pool_nhwc_f32(s, {'true' if a.count_include_pad else 'false'}, {ctx.ptr(x)}, {ctx.ptr(out)});")
+
+
+__all__ = ["CONV_OP", "POOL_OP", "ConvNhwcAttrs", "PoolNhwcAttrs", "to_nhwc"]

@@ -463,6 +463,25 @@ def test_transpose_reshape_concat_split(tmp_path, cache_dir):
     check(g, tmp_path, cache_dir)
 
 
+@pytest.mark.parametrize("dtype", [F32, F16, DType.int8, DType.int64])
+def test_transposes_of_two_axis_groups(tmp_path, cache_dir, dtype):
+    """Transposes that swap two groups of axes take the tiled block transpose (transpose_blocks); the
+    others (and the size-1-only ones, views) the index copy: all must agree with NumPy."""
+    from accelc.backends.cpu_amx.codegen_data import swapped_groups
+    cases = [((2, 3, 17, 19), (0, 2, 3, 1)), ((2, 17, 19, 3), (0, 3, 1, 2)), ((2, 33, 5, 7), (0, 2, 1, 3)),
+             ((37, 21), (1, 0)), ((3, 4, 5), (2, 0, 1)), ((1, 5, 1, 6), (3, 0, 2, 1)), ((2, 3, 4, 5), (0, 3, 2, 1))]
+    assert [swapped_groups(s, p) is not None for s, p in cases] == [True] * 6 + [False]
+    g, xs = graph_with_inputs(*[(dtype, s) for s, _ in cases])
+    outs = []
+    for x, (_, perm) in zip(xs, cases):
+        outs += g.add_node("Transpose", [x], TransposeAttrs(perm))
+    g.outputs = outs
+    feeds = random_feeds(g, seed=4)
+    got = check(g, tmp_path, cache_dir, feeds=feeds, tol=(0, 0) if dtype.is_float else None)
+    for x, o, (_, perm) in zip(xs, outs, cases):
+        np.testing.assert_array_equal(got[o], np.transpose(feeds[x], perm))
+
+
 def test_slice_expand_tile_pad(tmp_path, cache_dir):
     g, (x, s) = graph_with_inputs((F32, (4, 6, 7)), (DType.int64, (3, 1)))
     c = lambda v: g.add_constant(np.array(v, np.int64))

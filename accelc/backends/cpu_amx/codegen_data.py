@@ -133,9 +133,38 @@ def lower_transpose(ctx: LowerCtx, node: Node) -> None:
     if moved == sorted(moved):   # only size-1 axes move: the bytes are already in order
         lower_view(ctx, node)
         return
+    swap = swapped_groups(shape, perm)
+    if swap is not None:
+        batch, rows, cols, inner = swap
+        ctx.em.comment(f"transpose perm={tuple(perm)}: {batch} x [{rows}, {cols}] blocks of {inner} swapped")
+        ctx.em.line(f"transpose_blocks({ctx.dtype(src).itemsize}, {batch}, {rows}, {cols}, {inner}, {ctx.ptr(src)}, "
+                    f"{ctx.ptr(out)});")
+        return
     st = contiguous_strides(shape)
     tables = [np.arange(shape[p], dtype=np.int64) * st[p] for p in perm]
     emit_index_copy(ctx, src, out, tables, None, f"transpose perm={tuple(perm)}")
+
+
+def swapped_groups(shape, perm) -> tuple[int, int, int, int] | None:
+    """(batch, rows, cols, inner) when the transpose, with size-1 axes dropped and axes that stay neighbours
+    merged, is [batch, rows, cols, inner] -> [batch, cols, rows, inner] (any of batch/inner may be 1);
+    None for other permutations."""
+    kept = [p for p in perm if shape[p] != 1]
+    groups: list[list[int]] = []
+    for p in kept:
+        if groups and p == groups[-1][-1] + 1:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    order = sorted(range(len(groups)), key=lambda g: groups[g][0])   # input order of the output's groups
+    sizes = [int(np.prod([shape[a] for a in groups[g]])) for g in order]
+    out_pos = [order.index(g) for g in range(len(groups))]            # output group k is input group out_pos[k]
+    patterns = {(1, 0): (None, 0, 1, None), (0, 2, 1): (0, 1, 2, None), (1, 0, 2): (None, 0, 1, 2),
+                (0, 2, 1, 3): (0, 1, 2, 3)}
+    pat = patterns.get(tuple(out_pos))
+    if pat is None:
+        return None
+    return tuple(1 if i is None else sizes[i] for i in pat)
 
 
 def _slice_params(graph: Graph, node: Node):

@@ -156,6 +156,38 @@ void index_copy(int elem_size, int rank, const int64_t* out_dims, const int64_t*
   }
 }
 
+template <class E>
+static void transpose_tiles(int64_t batch, int64_t rows, int64_t cols, int64_t inner, const E* in, E* out) {
+  constexpr int64_t kTile = 16;   // a 16 x 16 tile of 4-byte elements is 1 KiB each way: both sides stay in L1
+  const int64_t rt = (rows + kTile - 1) / kTile, ct = (cols + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static) if (batch * rows * cols * inner > 4 * kParallelWork)
+  for (int64_t task = 0; task < batch * rt * ct; ++task) {
+    const int64_t b = task / (rt * ct), i0 = task / ct % rt * kTile, j0 = task % ct * kTile;
+    const int64_t i1 = i0 + kTile < rows ? i0 + kTile : rows, j1 = j0 + kTile < cols ? j0 + kTile : cols;
+    const E* src = in + b * rows * cols * inner;
+    E* dst = out + b * rows * cols * inner;
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t i = i0; i < i1; ++i) {
+        if (inner == 1) dst[j * rows + i] = src[i * cols + j];
+        else std::memcpy(dst + (j * rows + i) * inner, src + (i * cols + j) * inner, size_t(inner) * sizeof(E));
+      }
+  }
+}
+
+void transpose_blocks(int elem_size, int64_t batch, int64_t rows, int64_t cols, int64_t inner, const void* in,
+                      void* out) {
+  auto run = [&](auto zero) {
+    using E = decltype(zero);
+    transpose_tiles<E>(batch, rows, cols, inner, static_cast<const E*>(in), static_cast<E*>(out));
+  };
+  switch (elem_size) {
+    case 1: run(uint8_t{}); break;
+    case 2: run(uint16_t{}); break;
+    case 4: run(uint32_t{}); break;
+    default: run(uint64_t{}); break;
+  }
+}
+
 void copy_rows(int64_t rows, int64_t row_bytes, const void* src, int64_t src_stride, void* dst, int64_t dst_stride) {
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
@@ -850,6 +882,41 @@ void avg_pool(DT dt, const PoolShape& s, bool count_include_pad, const void* xv,
 // max keeps NaN (as the NCHW kernels do) and the average sums in tap order and divides once, so the results
 // equal those of max_pool/avg_pool on the transposed tensor.
 namespace {
+// Channels [c0, c0 + NV*kW) of one output pixel (the last vector holds `tail` lanes when TAIL): the taps
+// of rows [rh) x columns [rw) accumulated in registers.
+template <bool kMax, int NV, bool TAIL>
+ACCELC_INLINE void pool_nhwc_vectors(const PoolShape& s, const float* x, int64_t n, int64_t h0, int64_t w0,
+                                     TapRange rh, TapRange rw, int64_t c0, int tail, float count, float* yo) {
+  const int64_t H = s.in[1], W = s.in[2], C = s.c;
+  vf acc[NV], nanm[NV];
+  for (int v = 0; v < NV; ++v) {
+    acc[v] = simd::vset1(kMax ? -INFINITY : 0.f);
+    nanm[v] = simd::vzero();
+  }
+  for (int64_t kh = rh.lo; kh < rh.hi; ++kh) {
+    const float* xr = x + (n * H + h0 + kh * s.dilation[1]) * W * C + c0;
+    for (int64_t kw = rw.lo; kw < rw.hi; ++kw) {
+      const float* xp = xr + (w0 + kw * s.dilation[2]) * C;
+      for (int v = 0; v < NV; ++v) {
+        const vf val = TAIL && v == NV - 1 ? simd::vload_n(xp + v * kW, tail) : simd::vload(xp + v * kW);
+        if (kMax) {
+          nanm[v] = vec_isnan_or(nanm[v], val, val);
+          acc[v] = simd::vmax(val, acc[v]);
+        } else {
+          acc[v] = acc[v] + val;
+        }
+      }
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    vf r = acc[v];
+    if (kMax) r = vec_nan_blend(r, nanm[v]);
+    else r = count > 0.f ? r / simd::vset1(count) : simd::vzero();
+    if (TAIL && v == NV - 1) simd::vstore_n(yo + c0 + v * kW, r, tail);
+    else simd::vstore(yo + c0 + v * kW, r);
+  }
+}
+
 template <bool kMax>
 void pool_nhwc(const PoolShape& s, bool count_include_pad, const float* x, float* y) {
   const int64_t H = s.in[1], W = s.in[2], OH = s.out[1], OW = s.out[2], C = s.c;
@@ -861,43 +928,18 @@ void pool_nhwc(const PoolShape& s, bool count_include_pad, const float* x, float
     const TapRange rh = taps_within(h0, s.kernel[1], s.dilation[1], 0, H);
     for (int64_t ow = 0; ow < OW; ++ow) {
       const int64_t w0 = ow * s.stride[2] - s.pad_begin[2];
-      const TapRange rw = taps_within(w0, s.kernel[2], s.dilation[2], 0, W);
+      TapRange rw = taps_within(w0, s.kernel[2], s.dilation[2], 0, W);
       float* yo = y + (row * OW + ow) * C;
-      const float count = kMax ? 1.f : static_cast<float>(
-          avg_count(s, count_include_pad, 1, h0) * avg_count(s, count_include_pad, 2, w0));
-      const bool empty = rh.hi <= rh.lo || rw.hi <= rw.lo;
-      for (int64_t c0 = 0; c0 < C; c0 += 4 * kW) {
-        const int64_t width = C - c0 < 4 * kW ? C - c0 : 4 * kW;
-        const int nv = static_cast<int>((width + kW - 1) / kW);
-        const int tail = static_cast<int>(width - (nv - 1) * kW);
-        vf acc[4], nanm[4];
-        for (int v = 0; v < 4; ++v) {
-          acc[v] = simd::vset1(kMax ? -INFINITY : 0.f);
-          nanm[v] = simd::vzero();
-        }
-        for (int64_t kh = rh.lo; kh < rh.hi; ++kh) {
-          const float* xr = x + ((n * H + h0 + kh * s.dilation[1]) * W) * C + c0;
-          for (int64_t kw = rw.lo; kw < rw.hi; ++kw) {
-            const float* xp = xr + (w0 + kw * s.dilation[2]) * C;
-            for (int v = 0; v < nv; ++v) {
-              const vf val = v + 1 < nv || tail == kW ? simd::vload(xp + v * kW) : simd::vload_n(xp + v * kW, tail);
-              if (kMax) {
-                nanm[v] = vec_isnan_or(nanm[v], val, val);
-                acc[v] = simd::vmax(val, acc[v]);
-              } else {
-                acc[v] = acc[v] + val;
-              }
-            }
-          }
-        }
-        for (int v = 0; v < nv; ++v) {
-          vf r = acc[v];
-          if (kMax) r = vec_nan_blend(r, nanm[v]);
-          else r = empty || count <= 0.f ? simd::vzero() : r / simd::vset1(count);
-          if (v + 1 < nv || tail == kW) simd::vstore(yo + c0 + v * kW, r);
-          else simd::vstore_n(yo + c0 + v * kW, r, tail);
-        }
+      float count = 1.f;
+      if (!kMax) {
+        count = static_cast<float>(avg_count(s, count_include_pad, 1, h0) * avg_count(s, count_include_pad, 2, w0));
+        if (rh.hi <= rh.lo) count = 0.f;     // a window entirely in the padding averages to 0
+        if (rw.hi <= rw.lo) count = 0.f;
       }
+      int64_t c0 = 0;
+      for (; c0 + 4 * kW <= C; c0 += 4 * kW) pool_nhwc_vectors<kMax, 4, false>(s, x, n, h0, w0, rh, rw, c0, kW, count, yo);
+      for (; c0 + kW <= C; c0 += kW) pool_nhwc_vectors<kMax, 1, false>(s, x, n, h0, w0, rh, rw, c0, kW, count, yo);
+      if (c0 < C) pool_nhwc_vectors<kMax, 1, true>(s, x, n, h0, w0, rh, rw, c0, static_cast<int>(C - c0), count, yo);
     }
   }
 }

@@ -21,6 +21,11 @@ namespace ACCELC_NS {
 void index_copy(int elem_size, int rank, const int64_t* out_dims, const int64_t* const* tables,
                 const void* in, void* out, const void* fill, bool inner_contiguous);
 
+// out[b][j][i][:] = in[b][i][j][:] for i < rows, j < cols: a batched transpose of blocks of `inner` elements
+// (the Transposes that swap two groups of axes: NCHW <-> NHWC, [b, s, h, d] <-> [b, h, s, d]), in tiles.
+void transpose_blocks(int elem_size, int64_t batch, int64_t rows, int64_t cols, int64_t inner, const void* in,
+                      void* out);
+
 // Copies `rows` rows of `row_bytes` from src (stride src_stride bytes) to dst (stride dst_stride).
 void copy_rows(int64_t rows, int64_t row_bytes, const void* src, int64_t src_stride, void* dst,
                int64_t dst_stride);

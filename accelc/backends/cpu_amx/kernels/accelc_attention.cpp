@@ -206,7 +206,7 @@ void attention(const AttentionArgs& a, void* scratch) {
   const bool q_dense = a.q_stride[3] == 1, out_dense = a.out_stride[3] == 1;
   const bool mask_rows = a.mask && (a.mask_stride[3] == 1 || a.sk == 1);
 
-#pragma omp parallel for schedule(static) if (tasks > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
   for (long task = 0; task < tasks; ++task) {
     const int bh = static_cast<int>(task / nblk), blk = static_cast<int>(task % nblk);
     const int b = bh / a.heads, h = bh % a.heads;

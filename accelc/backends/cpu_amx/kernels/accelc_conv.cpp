@@ -481,8 +481,8 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
   // Tiles as in gemm_f32: row blocks times groups of <= 8 panels, fewer panels per task while that
   // leaves a thread without two tasks. Up to 192 rows form one block, so the weights are read once;
   // more rows split into blocks of about 48, their count a multiple of the thread count and their
-  // sizes equal (RowBlocks splits them into micro-blocks), so that the static schedule hands every
-  // thread the same number of rows (196 rows on 2 threads: 6 x ~33 rather than 4 x 48 + 4).
+  // sizes equal (RowBlocks splits them into micro-blocks), so that every thread gets the same number
+  // of rows; tasks are handed out dynamically as in gemm_f32 (196 rows on 2 threads: 6 x ~33 rather than 4 x 48 + 4).
   const int threads = macs < kParallelMinMacs ? 1 : omp_get_max_threads();
   int mb = M, mblocks = 1;
   if (M > 192) {
@@ -507,7 +507,7 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
     const float** table = reinterpret_cast<const float**>(base + zero_floats * sizeof(float));
     float* A = reinterpret_cast<float*>(base + zero_floats * sizeof(float) + table_ptrs * sizeof(float*));
     zero_n(zero, static_cast<int>(zero_floats));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int task = 0; task < tasks; ++task) {
       const int mi = task / pblocks, pj = task % pblocks;
       const int m0 = mi * mb, m1 = imin(m0 + mb, M);

@@ -475,6 +475,18 @@ def test_bf16_rounds_a_on_the_fly_exactly_like_packing(kernel_lib, variant):
     np.testing.assert_array_equal(run_gemm(lib, "bf16", a, b, {}), run_gemm(lib, "bf16_a16", a, b, {}))
 
 
+def at_thread_counts(lib: KernelLib, run, counts=(1, 2, 3, 8)) -> list:
+    """run()'s result at each thread count (the library's count is restored afterwards)."""
+    results = []
+    try:
+        for threads in counts:
+            lib.threads(threads)
+            results.append(run())
+    finally:
+        lib.threads(os.cpu_count() or 1)
+    return results
+
+
 @pytest.mark.parametrize("variant", RUNNABLE)
 @pytest.mark.parametrize("kind", KINDS)
 def test_gemm_is_bitwise_independent_of_thread_count(kernel_lib, variant, kind):
@@ -483,13 +495,7 @@ def test_gemm_is_bitwise_independent_of_thread_count(kernel_lib, variant, kind):
     a = rng.standard_normal((130, 300)).astype(np.float32)
     b = rng.standard_normal((300, 200)).astype(np.float32)
     ep = {"bias_mode": 1, "bias": rng.standard_normal(200).astype(np.float32), "act": "gelu"}
-    try:
-        results = []
-        for threads in (1, 2, 3, 8):
-            lib.threads(threads)
-            results.append(run_gemm(lib, kind, a, b, ep))
-    finally:
-        lib.threads(os.cpu_count() or 1)
+    results = at_thread_counts(lib, lambda: run_gemm(lib, kind, a, b, ep))
     for r in results[1:]:
         np.testing.assert_array_equal(results[0], r)
 
@@ -731,13 +737,7 @@ def test_conv2d_nhwc_is_bitwise_independent_of_thread_count(kernel_lib, variant,
     rng, x, w, yshape = nhwc_case_data(conv, 3)
     ep = {"bias_mode": 1, "bias": rng.standard_normal(conv[4]).astype(np.float32), "act": "gelu",
           "residual": rng.standard_normal((yshape[0] * yshape[1] * yshape[2], yshape[3])).astype(np.float32)}
-    try:
-        results = []
-        for threads in (1, 2, 3, 8):
-            lib.threads(threads)
-            results.append(run_conv_nhwc(lib, conv, x, w, ep))
-    finally:
-        lib.threads(os.cpu_count() or 1)
+    results = at_thread_counts(lib, lambda: run_conv_nhwc(lib, conv, x, w, ep))
     assert not np.isnan(results[0]).any()
     for got in results[1:]:
         np.testing.assert_array_equal(results[0], got)

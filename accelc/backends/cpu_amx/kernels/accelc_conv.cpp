@@ -282,6 +282,7 @@ void block(int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const floa
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = simd::vzero();
+  epi::prefetch_residual<MR>(m0, n0, cols, ep);
   const float* b = Bp;
   for (int sg = 0; sg < nseg; ++sg, b += static_cast<size_t>(L) * 16) {
     const float* a[MR];

@@ -130,6 +130,22 @@ ACCELC_INLINE void store(vf acc, float* c, int ldc, int m, int n, int cnt, const
   if (FULL) vstore(c, v); else vstore_n(c, v, cnt);
 }
 
+// Asks for the residual's cache lines of the tile rows m0 .. m0+MR, columns n0 .. n0+cols before the K
+// loop runs, so that their trip from memory overlaps the arithmetic: an activation-sized residual read
+// in the epilogue otherwise stalls each tile (ResNet-50's 1x1 expand shape 3136x256x64 with the residual
+// not in cache: 1.85 -> 1.41 ms). Prefetching C for writing as well measured slower.
+template <int MR>
+ACCELC_INLINE void prefetch_residual(int m0, int n0, int cols, const Epilogue& ep) {
+  if (!ep.residual) return;
+  const int last = cols > 0 ? cols - 1 : 0;
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    const float* r = ep.residual + static_cast<size_t>(m0 + i) * ep.ldr + n0;
+    __builtin_prefetch(r, 0, 3);
+    __builtin_prefetch(r + last, 0, 3);
+  }
+}
+
 // Epilogue for a row segment C[m, n .. n+cols) whose accumulators sit in memory (acc[0..cols)).
 ACCELC_INLINE void store_row(const float* acc, float* c, int ldc, int m, int n, int cols, const Epilogue& ep) {
   int j = 0;

@@ -35,6 +35,7 @@ void f32_panel(int K, const float* A, int lda, const float* Bp, float* C, int ld
   __m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  epi::prefetch_residual<MR>(m0, n0, cols, ep);
 #pragma GCC unroll 2
   for (int k = 0; k < K; ++k) {
     __m256 b0 = _mm256_loadu_ps(Bp + k * 16), b1 = _mm256_loadu_ps(Bp + k * 16 + 8);

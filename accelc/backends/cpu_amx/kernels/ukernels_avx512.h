@@ -21,6 +21,7 @@ void f32_panels(int K, const float* A, int lda, const float* Bp, size_t pstride,
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int j = 0; j < NP; ++j) c[i][j] = _mm512_setzero_ps();
+  epi::prefetch_residual<MR>(m0, n0, cols, ep);
   for (int k = 0; k < K; ++k) {
     __m512 b[NP];
 #pragma GCC unroll 2
@@ -54,6 +55,7 @@ void bf16_panels(int K, const uint16_t* A, int lda, const uint16_t* Bp, size_t p
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int j = 0; j < NP; ++j) c[i][j] = _mm512_setzero_ps();
+  epi::prefetch_residual<MR>(m0, n0, cols, ep);
   const int pairs = (K + 1) / 2;
   for (int kp = 0; kp < pairs; ++kp) {
     __m512i b[NP];

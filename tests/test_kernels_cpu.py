@@ -166,10 +166,15 @@ class KernelLib:
         f, i, bias, res = epilogue_args(ep)
         self.lib.accelc_test_gemm(code, m, n, k, ptr(a), lda, ptr(bp), ptr(c), ldc, ptr(f), ptr(i), ptr(bias), ptr(res))
 
-    def conv2d(self, bf16: bool, shape: list[int], x, w, y, ep: dict) -> None:
+    def conv2d_scratch(self, bf16: bool, shape: list[int]) -> np.ndarray:
+        """The NCHW kernel's scratch (NaN-filled: the kernel must not read what it did not write)."""
         s = np.array(shape, dtype=np.int32)
-        scratch = np.full(self.lib.accelc_test_conv2d_scratch_elems(ptr(s), int(bf16)), 0xFFFF if bf16 else np.nan,
-                          dtype=np.uint16 if bf16 else np.float32)
+        return np.full(self.lib.accelc_test_conv2d_scratch_elems(ptr(s), int(bf16)), 0xFFFF if bf16 else np.nan,
+                       dtype=np.uint16 if bf16 else np.float32)
+
+    def conv2d(self, bf16: bool, shape: list[int], x, w, y, ep: dict, scratch: np.ndarray | None = None) -> None:
+        s = np.array(shape, dtype=np.int32)
+        scratch = self.conv2d_scratch(bf16, shape) if scratch is None else scratch
         f, i, bias, res = epilogue_args(ep)
         self.lib.accelc_test_conv2d(int(bf16), ptr(s), ptr(x), ptr(w), ptr(y), ptr(f), ptr(i), ptr(bias), ptr(res),
                                     ptr(scratch))
@@ -661,6 +666,9 @@ NHWC_CONVS = {
     "groups2_mg40": (1, 40, 8, 9, 80, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), 2),      # Mg = 40: panel pairs + tail
     "depthwise_3x3_s1": (2, 20, 11, 14, 20, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 20),
     "depthwise_3x3_s2": (1, 37, 17, 19, 37, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 37),
+    # interior blocks with horizontal stride and dilation, and an unpadded row that is all interior
+    "depthwise_3x3_s2_dil_w": (1, 24, 15, 29, 24, 3, 3, (1, 2), (0, 2, 1, 3), (1, 2), 24),
+    "depthwise_3x3_unpadded": (2, 17, 9, 30, 17, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 17),
     "depthwise_5x5_dil": (1, 13, 17, 19, 13, 5, 5, (2, 2), (2, 1, 2, 3), (2, 1), 13),
     "depthwise_wide": (1, 72, 6, 9, 72, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 72),
 }
@@ -809,3 +817,60 @@ def test_print_gemm_throughput(kernel_lib, variant):
     finally:
         lib.threads(os.cpu_count() or 1)
     print("\n" + "\n".join(lines))
+
+
+# ResNet-50's distinct convolutions at batch 1: (C, H, K, kernel, stride, how many in the network).
+RESNET50_CONVS = [(3, 224, 64, 7, 2, 1), (64, 56, 64, 1, 1, 1), (64, 56, 64, 3, 1, 3), (64, 56, 256, 1, 1, 4),
+                  (256, 56, 64, 1, 1, 2), (256, 56, 128, 1, 1, 1), (128, 56, 128, 3, 2, 1), (128, 28, 512, 1, 1, 4),
+                  (256, 56, 512, 1, 2, 1), (512, 28, 128, 1, 1, 3), (128, 28, 128, 3, 1, 3), (512, 28, 256, 1, 1, 1),
+                  (256, 28, 256, 3, 2, 1), (256, 14, 1024, 1, 1, 6), (512, 28, 1024, 1, 2, 1), (1024, 14, 256, 1, 1, 5),
+                  (256, 14, 256, 3, 1, 5), (1024, 14, 512, 1, 1, 1), (512, 14, 512, 3, 2, 1), (512, 7, 2048, 1, 1, 3),
+                  (1024, 14, 2048, 1, 2, 1), (2048, 7, 512, 1, 1, 2), (512, 7, 512, 3, 1, 2)]
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+def test_print_resnet50_conv_throughput(kernel_lib, variant):
+    """One thread, best of 3 per layer: the NCHW im2col kernel and the NHWC implicit GEMM on every
+    distinct ResNet-50 convolution (bias + ReLU), and the whole network's convolutions weighted by count.
+    Printed with -s, never asserted (the machine is shared)."""
+    lib = kernel_lib(variant)
+    rng = np.random.default_rng(0)
+    lines, totals = [], {"nchw": [0.0, 0.0], "nhwc": [0.0, 0.0]}
+    lib.threads(1)
+    try:
+        for c, h, k, r, stride, count in RESNET50_CONVS:
+            pad = r // 2
+            case = (1, c, h, h, k, r, r, (stride, stride), (pad, pad, pad, pad), (1, 1), 1)
+            shape = nhwc_shape(case)
+            oh = shape[7]
+            w = (rng.standard_normal((k, c, r, r)) * 0.05).astype(np.float32)
+            bias = rng.standard_normal(k).astype(np.float32)
+            flops = 2.0 * k * c * r * r * oh * oh
+            x_nhwc = rng.standard_normal((1, h, h, c)).astype(np.float32)
+            x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+            packed = lib.pack_conv_nhwc(shape, w)
+            y_nhwc = np.empty((1, oh, oh, k), np.float32)
+            y_nchw = np.empty((1, k, oh, oh), np.float32)
+            scratch = lib.conv2d_scratch(False, shape)
+            runs = {"nchw": lambda: lib.conv2d(False, shape, x_nchw, w, y_nchw, {"bias_mode": 2, "bias": bias, "act": "relu"},
+                                               scratch),
+                    "nhwc": lambda: lib.conv2d_nhwc(shape, x_nhwc, packed, y_nhwc, {"bias_mode": 1, "bias": bias, "act": "relu"})}
+            cells = []
+            for name, run in runs.items():
+                run()
+                best = min(_timed(run) for _ in range(3))
+                totals[name][0] += best * count
+                totals[name][1] += flops * count
+                cells.append(f"{name} {flops / best / 1e9:6.1f}")
+            lines.append(f"{variant:7s} C{c:5d} H{h:4d} K{k:5d} {r}x{r} s{stride}: " + "  ".join(cells) + " GFLOP/s")
+    finally:
+        lib.threads(os.cpu_count() or 1)
+    lines.append(f"{variant:7s} ResNet-50 convolutions, 1 thread: " + "  ".join(
+        f"{name} {t * 1e3:.1f} ms ({f / t / 1e9:.1f} GFLOP/s)" for name, (t, f) in totals.items()))
+    print("\n" + "\n".join(lines))
+
+
+def _timed(run) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0

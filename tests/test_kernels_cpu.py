@@ -37,12 +37,16 @@ VARIANT_FLAGS = {
     "amx": ["-march=sapphirerapids"],
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma", "-mf16c"],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    # test-only: the avx2 variant with the NHWC convolution tiled in panel pairs as on AVX-512
+    "avx2_pairs": ["-mavx2", "-mfma", "-mf16c", "-DACCELC_NHWC_PANEL_PAIRS"],
 }
+VARIANT_DEFINE = {"avx2_pairs": "AVX2"}
 # /proc/cpuinfo flags a variant's code may use.
 VARIANT_CPU_FLAGS = {
     "amx": ["amx_tile", "amx_bf16", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "fma", "f16c"],
     "avx512": ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "fma", "f16c"],
     "avx2": ["avx2", "fma", "f16c"],
+    "avx2_pairs": ["avx2", "fma", "f16c"],
 }
 ACT = {"none": 0, "relu": 1, "leaky_relu": 2, "gelu": 3, "gelu_tanh": 4, "sigmoid": 5, "tanh": 6, "silu": 7, "clip": 8}
 
@@ -74,7 +78,9 @@ def variant_param(variant: str):
     return pytest.param(variant, marks=marks, id=variant)
 
 
-RUNNABLE = [variant_param(v) for v in ("amx", "avx512", "avx2")]
+PRODUCT_VARIANTS = ("amx", "avx512", "avx2")     # the variants a built model may contain
+RUNNABLE = [variant_param(v) for v in PRODUCT_VARIANTS]
+NHWC_RUNNABLE = RUNNABLE + [variant_param("avx2_pairs")]
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -84,7 +90,8 @@ def compile_objects(variant: str, sources: list[Path], outdir: Path) -> list[Pat
     headers = sorted(KERNELS.glob("*.h"))
     version = subprocess.run([CXX, "--version"], capture_output=True, text=True).stdout
     flags = ["-std=c++17", "-O3", "-fopenmp", "-fPIC", "-Wall", "-Wextra", "-Werror", "-Wno-maybe-uninitialized",
-             f"-DACCELC_NS=accelc_{variant}", f"-DACCELC_VARIANT_{variant.upper()}", *VARIANT_FLAGS[variant]]
+             f"-DACCELC_NS=accelc_{variant}", f"-DACCELC_VARIANT_{VARIANT_DEFINE.get(variant, variant.upper())}",
+             *VARIANT_FLAGS[variant]]
 
     def one(src: Path) -> Path:
         h = hashlib.sha256(version.encode() + " ".join(flags).encode())
@@ -695,7 +702,7 @@ def run_conv_nhwc(lib: KernelLib, case, x, w, ep) -> np.ndarray:
     return y
 
 
-@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("variant", NHWC_RUNNABLE)
 @pytest.mark.parametrize("case", ["3x3_s1_p1", "groups2", "groups4_small", "depthwise_3x3_s2", "stem_7x7_s2_c3"])
 def test_pack_conv_nhwc_layout(kernel_lib, variant, case):
     lib = kernel_lib(variant)
@@ -709,7 +716,7 @@ def test_pack_conv_nhwc_layout(kernel_lib, variant, case):
         np.testing.assert_array_equal(packing.pack_conv_nhwc_f32(w, groups).view(np.uint32), want.view(np.uint32))
 
 
-@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("variant", NHWC_RUNNABLE)
 @pytest.mark.parametrize("case", list(NHWC_CONVS))
 def test_conv2d_nhwc(kernel_lib, variant, case):
     lib = kernel_lib(variant)
@@ -733,7 +740,7 @@ def test_conv2d_nhwc(kernel_lib, variant, case):
                      f"{variant} nhwc conv {case} ep={sorted(ep)}")
 
 
-@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("variant", NHWC_RUNNABLE)
 @pytest.mark.parametrize("case", ["big_3x3", "big_stem", "big_depthwise", "big_1x1", "big_groups"])
 def test_conv2d_nhwc_is_bitwise_independent_of_thread_count(kernel_lib, variant, case):
     lib = kernel_lib(variant)
@@ -759,7 +766,7 @@ def test_every_variant_compiles_and_links_into_one_library(build_dir):
     every symbol the kernels define lives in its variant's namespace, so the linker can never merge
     an AVX-512 copy of a function into the AVX2 path."""
     kernel_sources = SOURCES[:2]
-    objs = [o for v in VARIANT_FLAGS for o in compile_objects(v, kernel_sources, build_dir)]
+    objs = [o for v in PRODUCT_VARIANTS for o in compile_objects(v, kernel_sources, build_dir)]
     so = build_dir / f"all-variants-{os.getpid()}.so"
     r = subprocess.run([CXX, "-shared", "-fopenmp", *map(str, objs), "-o", str(so)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -779,7 +786,7 @@ def test_every_variant_compiles_and_links_into_one_library(build_dir):
                 foreign.append(line)
         assert not foreign, "symbols outside the variant namespaces:\n" + "\n".join(foreign[:20])
         nm = subprocess.run(["nm", "-C", "--defined-only", str(so)], capture_output=True, text=True)
-        for v in VARIANT_FLAGS:
+        for v in PRODUCT_VARIANTS:
             assert f"accelc_{v}::gemm_bf16(" in nm.stdout and f"accelc_{v}::conv2d_f32(" in nm.stdout
             assert f"accelc_{v}::conv2d_nhwc_f32(" in nm.stdout
     finally:

@@ -262,6 +262,11 @@ using simd::vf;
 constexpr int kVPP = 16 / kW;  // vectors per 16-column panel
 #if ACCELC_SIMD_512
 constexpr int kMR = 12, kNP = 2;  // 24 zmm accumulators, as the AVX-512 GEMM kernel
+#elif defined(ACCELC_NHWC_PANEL_PAIRS)
+// Tests only (tests/test_kernels_cpu.py, variant avx2_pairs): the AVX-512 tiling's panel pairs on AVX2
+// registers, so that the pair logic (pairs never straddle a group, odd panel counts) runs on CPUs
+// without AVX-512.
+constexpr int kMR = 3, kNP = 2;
 #else
 constexpr int kMR = 6, kNP = 1;   // 12 ymm accumulators, as the AVX2 GEMM kernel
 #endif

@@ -16,7 +16,8 @@ namespace ACCELC_NS {
 // ---- data movement -------------------------------------------------------------------------------
 // out[i_0, ..., i_{rank-1}] = in[sum_d tables[d][i_d]] (byte offsets divided by elem_size, i.e. element
 // offsets); an entry < 0 in any table means "padding": the element is filled with *fill (or zeros when
-// fill is null). Transpose, Slice, Expand, Tile, Pad and Depth/SpaceToDepth all lower to this.
+// fill is null). Slice, Expand, Tile, Pad, Depth/SpaceToDepth and the Transposes that transpose_blocks
+// (below) does not cover lower to this.
 // inner_contiguous: the last table is t[j] = t[0] + j with no padding, so rows are memcpy'd.
 void index_copy(int elem_size, int rank, const int64_t* out_dims, const int64_t* const* tables,
                 const void* in, void* out, const void* fill, bool inner_contiguous);

@@ -378,6 +378,12 @@ def _print_manifest(man: dict[str, Any]) -> None:
     for key in ("arena_bytes", "weights_bytes"):
         if key in back:
             print(f"  {key.replace('_', ' ')}: {_fmt_bytes(int(back[key]))}")
+    rewrites = [f"{back[key]} {label}" for key, label in (("nhwc_convolutions", "channels-last convolutions"),
+                                                          ("fused_attention", "fused attentions"),
+                                                          ("merged_gemm_groups", "merged GEMM groups"))
+                if back.get(key)]
+    if rewrites:
+        print(f"  backend rewrites: {', '.join(rewrites)}")
     sig = man.get("signature", {})
     print("inputs:")
     for p in sig.get("inputs", []):

@@ -215,3 +215,12 @@ def test_nhwc_and_nchw_builds_agree(tmp_path, cache_dir, monkeypatch):
         nchw.close()
     assert parts.manifest["nhwc_convolutions"] == 0
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_inspect_reports_backend_rewrites(capsys):
+    from accelc.cli import _print_manifest
+    _print_manifest({"backend": {"name": "cpu_amx", "nhwc_convolutions": 6, "fused_attention": 0,
+                                 "merged_gemm_groups": 2}})
+    out = capsys.readouterr().out
+    assert "backend rewrites: 6 channels-last convolutions, 2 merged GEMM groups" in out
+    assert "fused attentions" not in out

@@ -1,6 +1,9 @@
-// accelc cpu_amx convolution: NCHW conv2d as im2col-in-packed-B + the GEMMs of accelc_gemm.cpp, and
-// a direct kernel for depthwise convolutions (one input and one output channel per group), whose
-// per-group GEMM would have a single row and a K of R*S: all packing, no arithmetic.
+// accelc cpu_amx convolution, two layouts:
+// - NCHW (conv2d_f32/bf16): im2col-in-packed-B + the GEMMs of accelc_gemm.cpp, and a direct kernel for
+//   depthwise convolutions (one input and one output channel per group), whose per-group GEMM would
+//   have a single row and a K of R*S: all packing, no arithmetic. bf16 and 1-D convolutions use it.
+// - NHWC (conv2d_nhwc_f32, second half of this file): an implicit GEMM without im2col, for the fp32
+//   convolutions the backend's layout pass turns channels-last.
 #include <omp.h>
 
 #include <cstring>
@@ -8,6 +11,7 @@
 #include "accelc_gemm.h"
 #include "epilogue.h"
 #include "scratch.h"
+#include "tiling.h"
 
 namespace ACCELC_NS {
 
@@ -16,8 +20,6 @@ namespace {
 using simd::bf16_to_f32;
 using simd::f32_to_bf16;
 
-inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
-inline int round_up(int a, int b) { return ceil_div(a, b) * b; }
 inline int imax(int a, int b) { return a > b ? a : b; }
 inline int imin(int a, int b) { return a < b ? a : b; }
 
@@ -273,7 +275,6 @@ constexpr int kMR = 6, kNP = 1;   // 12 ymm accumulators, as the AVX2 GEMM kerne
 // Below this many channels per group a tap is too short a K run for the pointer-per-tap kernel; the
 // segments are then whole kernel rows (ResNet stem, C = 3: 21-float segments, ~82 GFLOP/s on Zen 3).
 constexpr int kSmallCg = 16;
-constexpr double kParallelMinMacs = 1 << 17;
 
 // C[m0 .. m0+MR, n0 .. n0+cols) for cols <= NP*16. Row i reads A from ptrs[sg*kMR + i] + goff for
 // segment sg; the panels are Bp, Bp + pstride, ... (nseg*L rows of 16 floats each). Width-generic
@@ -349,14 +350,7 @@ ACCELC_INLINE void zero_n(float* dst, int n) {
 // segments of the small-Cg path.
 static thread_local ScratchBuffer t_conv_scratch = {nullptr, 0};
 
-// The rows of a task split into the fewest micro-blocks of <= kMR rows, of sizes differing by at most
-// one (49 rows: 6,6,6,6,5,5,5,5,5 rather than 8 x 6 + 1): a block of very few rows is load bound.
-struct RowBlocks {
-  int nblk, base, extra;
-  explicit RowBlocks(int rows) : nblk(ceil_div(rows, kMR)), base(rows / imax(nblk, 1)), extra(rows % imax(nblk, 1)) {}
-  int start(int b) const { return b * base + imin(b, extra); }
-  int size(int b) const { return base + (b < extra ? 1 : 0); }
-};
+using RowBlocks = ::ACCELC_NS::RowBlocks<kMR>;   // tiling.h
 
 struct Geometry {
   Conv2dShape s;  // a copy: the table builders' stores could otherwise alias it
@@ -484,21 +478,10 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
   const int nseg = small ? s.R : G.taps, L = small ? s.S * G.Cg : G.Cg;
   const double macs = static_cast<double>(M) * s.K * G.Kg;
 
-  // Tiles as in gemm_f32: row blocks times groups of <= 8 panels, fewer panels per task while that
-  // leaves a thread without two tasks. Up to 192 rows form one block, so the weights are read once;
-  // more rows split into blocks of about 48, their count a multiple of the thread count and their
-  // sizes equal (RowBlocks splits them into micro-blocks), so that every thread gets the same number
-  // of rows; tasks are handed out dynamically as in gemm_f32 (196 rows on 2 threads: 6 x ~33 rather than 4 x 48 + 4).
-  const int threads = macs < kParallelMinMacs ? 1 : omp_get_max_threads();
-  int mb = M, mblocks = 1;
-  if (M > 192) {
-    mblocks = round_up(ceil_div(M, 48), threads);
-    mb = ceil_div(M, mblocks);
-    mblocks = ceil_div(M, mb);
-  }
-  int pb = 8;
-  while (pb > kNP && static_cast<long>(mblocks) * ceil_div(npanels, pb) < 2L * threads) pb -= kNP;
-  const int pblocks = ceil_div(npanels, pb), tasks = mblocks * pblocks;
+  // Tiles planned as for gemm_f32 (tiling.h), panel groups a multiple of kNP; the loop below is
+  // for_each_task's, with the per-thread scratch set up once per thread.
+  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, macs), kNP, macs);
+  const int mb = t.mb, pb = t.pb, pblocks = t.pblocks, tasks = t.mblocks * t.pblocks;
   const int max_blk = ceil_div(mb, kMR);
   const size_t zero_floats = static_cast<size_t>(round_up(imax(s.C, L), 16));
   const size_t table_ptrs = static_cast<size_t>(max_blk) * nseg * kMR;

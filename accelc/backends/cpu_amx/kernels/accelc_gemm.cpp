@@ -10,6 +10,7 @@
 
 #include "epilogue.h"
 #include "scratch.h"
+#include "tiling.h"
 #if defined(ACCELC_VARIANT_AVX2)
 #include "ukernels_avx2.h"
 #else
@@ -30,38 +31,7 @@ namespace {
 using simd::bf16_to_f32;
 using simd::f32_to_bf16;
 
-inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
-inline int round_up(int a, int b) { return ceil_div(a, b) * b; }
-
-// Below this many multiply-adds a GEMM runs on the calling thread: waking an OpenMP team costs a few
-// microseconds, more than such a product takes.
-constexpr double kParallelMinMacs = 1 << 17;
-
-// ---- work split --------------------------------------------------------------------------------
-// Tasks are (block of `mb` rows) x (group of `pb` panels). A task walks its panels in the outer loop
-// and its row micro-blocks in the inner one, so one B panel (K x 64 bytes) stays in L1 while the A
-// block (mb x K) is re-read from L2. Tasks are handed out dynamically, one at a time, in row-block
-// order: on a quiet machine each thread still works through one row block's panel groups at a time,
-// and when a thread loses its core (another process) the others take over its remaining tasks
-// instead of waiting for it at the end (ResNet-50 at 2 threads beside one busy process: 214 -> 112
-// ms; unchanged when quiet). A task's result does not depend on which thread runs it.
-struct Tiling {
-  int mb, pb, mblocks, pblocks;
-};
-
-inline Tiling plan_tiles(int M, int npanels, int mb, int pb_align, double macs) {
-  Tiling t;
-  t.mb = mb;
-  t.mblocks = ceil_div(M, mb);
-  const int threads = macs < kParallelMinMacs ? 1 : omp_get_max_threads();
-  // Up to 8 panels (128 columns) per task; fewer while that leaves threads without two tasks each.
-  t.pb = round_up(8, pb_align);
-  while (t.pb > pb_align && static_cast<long>(t.mblocks) * ceil_div(npanels, t.pb) < 2L * threads)
-    t.pb -= pb_align;
-  t.pblocks = ceil_div(npanels, t.pb);
-  return t;
-}
-
+// ---- work split (tiling.h) ------------------------------------------------------------------
 // Runs body(m0, m1, p0, p1, ctx) for every task. Each participating thread constructs one ThreadCtx
 // (constructed and destroyed on that thread) for per-thread state: the AMX tile configuration, the
 // widened B panel of the AVX2 bf16 path.
@@ -354,28 +324,17 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
   const size_t pstride = static_cast<size_t>(K) * 16;
   const double macs = static_cast<double>(M) * N * K;
 #if defined(ACCELC_VARIANT_AVX2)
-  // Up to 192 rows form one block, so a task reads each of its B panels (weights, from memory) once
-  // and reuses it for all rows from L1/L2 (A: 192 x K in L2); bigger M in blocks of about 48 rows,
-  // their count a multiple of the thread count and their sizes equal, so that every thread gets the same
-  // rows (196 rows on 2 threads: 6 x 33 rather than 4 x 48 + 4). Within a block
-  // the rows split into the fewest micro-blocks of <= kMR rows, sizes differing by at most one (49
-  // rows: 5 x 6 + 4 x 5 rather than 8 x 6 + 1: a one-row block is load bound). Splitting K into cache
-  // blocks measured slower on this kernel (the panel streams well from L2).
-  int mb = M;
-  if (M > 192) {
-    const int threads = macs < kParallelMinMacs ? 1 : omp_get_max_threads();
-    mb = ceil_div(M, round_up(ceil_div(M, 8 * avx2::kMR), threads));
-  }
-  const Tiling t = plan_tiles(M, npanels, mb, 1, macs);
+  // Row blocks and balanced micro-blocks as planned in tiling.h (A: up to 192 x K in L2). Splitting K
+  // into cache blocks measured slower on this kernel (the panel streams well from L2).
+  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, macs), 1, macs);
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
-    const int nblk = ceil_div(m1 - m0, avx2::kMR), base = (m1 - m0) / nblk, extra = (m1 - m0) % nblk;
+    const RowBlocks<avx2::kMR> rb(m1 - m0);
     for (int p = p0; p < p1; ++p) {
       const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
-      for (int b = 0, m = m0; b < nblk; ++b) {
-        const int rows = base + (b < extra ? 1 : 0);
-        avx2_f32_rows(rows, K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
+      for (int b = 0; b < rb.nblk; ++b) {
+        const int m = m0 + rb.start(b);
+        avx2_f32_rows(rb.size(b), K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
                       C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
-        m += rows;
       }
     }
   });

@@ -157,7 +157,7 @@ def swapped_groups(shape, perm) -> tuple[int, int, int, int] | None:
         else:
             groups.append([p])
     order = sorted(range(len(groups)), key=lambda g: groups[g][0])   # input order of the output's groups
-    sizes = [int(np.prod([shape[a] for a in groups[g]])) for g in order]
+    sizes = [numel([shape[a] for a in groups[g]]) for g in order]
     out_pos = [order.index(g) for g in range(len(groups))]            # output group k is input group out_pos[k]
     patterns = {(1, 0): (None, 0, 1, None), (0, 2, 1): (0, 1, 2, None), (1, 0, 2): (None, 0, 1, 2),
                 (0, 2, 1, 3): (0, 1, 2, 3)}

@@ -103,8 +103,6 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
     were converted (see the module doc)."""
     if os.environ.get(LAYOUT_ENV, "").lower() == "nchw":
         return graph, 0
-    if not any(_conv_shape(graph, n) for n in graph.nodes):
-        return graph, 0
     g = graph.copy()
     nodes: list[Node] = []
     twin: dict[str, str] = {}          # NCHW value -> its NHWC twin
@@ -128,8 +126,9 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
             nodes.append(Node("Transpose", (twin[v],), (v,), TransposeAttrs(TO_NCHW), f"{v}_to_nchw"))
             pending.discard(v)
 
-    def produce(out: str, shape_nhwc) -> str:
-        t = new_value(f"{out}_nhwc", out, shape_nhwc)
+    def produce(out: str) -> str:
+        """The NHWC twin a converted node writes instead of ``out``."""
+        t = new_value(f"{out}_nhwc", out, _permuted(static_shape(g, out), TO_NHWC))
         twin[out] = t
         pending.add(out)
         return t
@@ -143,7 +142,7 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
             _, act, _, x, w, bias, res = conv_parts(node)
             out = node.outputs[0]
             ins = (nhwc(x), w, bias, nhwc(res) if res else "")
-            y = produce(out, _permuted(static_shape(g, out), TO_NHWC))
+            y = produce(out)
             nodes.append(Node(CONV_OP, ins, (y,), ConvNhwcAttrs(shape, act), node.name))
             converted += 1
             continue
@@ -152,7 +151,7 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
             attrs = _pool_attrs(graph, node)
             if attrs is not None:
                 out = node.outputs[0]
-                y = produce(out, _permuted(static_shape(g, out), TO_NHWC))
+                y = produce(out)
                 nodes.append(Node(POOL_OP, (twin[inputs[0]],), (y,), attrs, node.name))
                 continue
         if node.op in ("GlobalAveragePool", "GlobalMaxPool") and inputs[0] in twin \
@@ -169,7 +168,7 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
             axis = node.attrs.axis % rank if rank else 0
             if rank == 4:
                 out = node.outputs[0]
-                y = produce(out, _permuted(static_shape(g, out), TO_NHWC))
+                y = produce(out)
                 nodes.append(Node("Concat", tuple(twin[i] for i in inputs), (y,), ConcatAttrs(TO_NHWC.index(axis)),
                                   node.name))
                 continue
@@ -179,13 +178,15 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
             if tensors and all(i in twin and static_shape(graph, i) == out_shape for i in tensors) \
                     and len(out_shape) == 4:
                 out = node.outputs[0]
-                y = produce(out, _permuted(out_shape, TO_NHWC))
+                y = produce(out)
                 nodes.append(Node(node.op, tuple(twin.get(i, i) if i else i for i in node.inputs), (y,), node.attrs,
                                   node.name))
                 continue
         for i in inputs:
             need_nchw(i)
         nodes.append(node)
+    if not converted:     # no convolution: nothing else was converted either (twins come from them)
+        return graph, 0
     for v in graph.outputs:
         need_nchw(v)
     g.nodes = nodes

@@ -140,20 +140,25 @@ static void index_copy_t(int rank, const int64_t* dims, const int64_t* const* ta
   }
 }
 
+// Calls body(E{}) with E the unsigned integer type of elem_size bytes (1, 2, 4, else 8): data movement
+// copies elements as bits, whatever their dtype.
+template <class F> static void dispatch_elem_size(int elem_size, F&& body) {
+  switch (elem_size) {
+    case 1: body(uint8_t{}); break;
+    case 2: body(uint16_t{}); break;
+    case 4: body(uint32_t{}); break;
+    default: body(uint64_t{}); break;
+  }
+}
+
 void index_copy(int elem_size, int rank, const int64_t* out_dims, const int64_t* const* tables, const void* in,
                 void* out, const void* fill, bool inner_contiguous) {
-  auto run = [&](auto zero) {
+  dispatch_elem_size(elem_size, [&](auto zero) {
     using E = decltype(zero);
     E f{};
     if (fill) std::memcpy(&f, fill, sizeof(E));
     index_copy_t<E>(rank, out_dims, tables, static_cast<const E*>(in), static_cast<E*>(out), f, inner_contiguous);
-  };
-  switch (elem_size) {
-    case 1: run(uint8_t{}); break;
-    case 2: run(uint16_t{}); break;
-    case 4: run(uint32_t{}); break;
-    default: run(uint64_t{}); break;
-  }
+  });
 }
 
 template <class E>
@@ -176,16 +181,10 @@ static void transpose_tiles(int64_t batch, int64_t rows, int64_t cols, int64_t i
 
 void transpose_blocks(int elem_size, int64_t batch, int64_t rows, int64_t cols, int64_t inner, const void* in,
                       void* out) {
-  auto run = [&](auto zero) {
+  dispatch_elem_size(elem_size, [&](auto zero) {
     using E = decltype(zero);
     transpose_tiles<E>(batch, rows, cols, inner, static_cast<const E*>(in), static_cast<E*>(out));
-  };
-  switch (elem_size) {
-    case 1: run(uint8_t{}); break;
-    case 2: run(uint16_t{}); break;
-    case 4: run(uint32_t{}); break;
-    default: run(uint64_t{}); break;
-  }
+  });
 }
 
 void copy_rows(int64_t rows, int64_t row_bytes, const void* src, int64_t src_stride, void* dst, int64_t dst_stride) {
@@ -928,13 +927,13 @@ void pool_nhwc(const PoolShape& s, bool count_include_pad, const float* x, float
     const TapRange rh = taps_within(h0, s.kernel[1], s.dilation[1], 0, H);
     for (int64_t ow = 0; ow < OW; ++ow) {
       const int64_t w0 = ow * s.stride[2] - s.pad_begin[2];
-      TapRange rw = taps_within(w0, s.kernel[2], s.dilation[2], 0, W);
+      const TapRange rw = taps_within(w0, s.kernel[2], s.dilation[2], 0, W);
       float* yo = y + (row * OW + ow) * C;
       float count = 1.f;
-      if (!kMax) {
-        count = static_cast<float>(avg_count(s, count_include_pad, 1, h0) * avg_count(s, count_include_pad, 2, w0));
-        if (rh.hi <= rh.lo) count = 0.f;     // a window entirely in the padding averages to 0
-        if (rw.hi <= rw.lo) count = 0.f;
+      if (!kMax) {   // a window entirely in the padding averages to 0
+        const bool empty = rh.hi <= rh.lo || rw.hi <= rw.lo;
+        count = empty ? 0.f : static_cast<float>(avg_count(s, count_include_pad, 1, h0) *
+                                                  avg_count(s, count_include_pad, 2, w0));
       }
       int64_t c0 = 0;
       for (; c0 + 4 * kW <= C; c0 += 4 * kW) pool_nhwc_vectors<kMax, 4, false>(s, x, n, h0, w0, rh, rw, c0, kW, count, yo);

@@ -524,6 +524,40 @@ def test_gemm_residual_may_alias_c(kernel_lib, variant):
     assert_close(c, ref, scale, 30, "in-place residual")
 
 
+def simple_and_general_epilogues(rng, m: int, n: int, relu: bool, bias: bool, residual: np.ndarray):
+    """An epilogue the kernels store through store_tile_simple (alpha = beta = 1, per-column bias or none,
+    ReLU or nothing) and one with the same arithmetic that takes the general store: the bias as a full
+    M x N matrix (mode 3), and LeakyRelu with slope 1 in place of no activation."""
+    simple = {"residual": residual, "act": "relu" if relu else "none"}
+    general = {"residual": residual, "act": "relu"} if relu else {"residual": residual, "act": "leaky_relu",
+                                                                   "act_alpha": 1.0}
+    if bias:
+        row = rng.standard_normal(n).astype(np.float32)
+        simple.update(bias_mode=1, bias=row)
+        general.update(bias_mode=3, bias=np.ascontiguousarray(np.broadcast_to(row, (m, n))))
+    return simple, general
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_gemm_simple_epilogue_is_bitwise_the_general_one(kernel_lib, variant, relu, bias):
+    lib = kernel_lib(variant)
+    rng = np.random.default_rng(11)
+    m, n, k = 37, 53, 29                                       # partial row blocks and a partial panel
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    a[3, 5] = np.nan
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    residual = rng.standard_normal((m, n + 3)).astype(np.float32)[:, :n]
+    simple, general = simple_and_general_epilogues(rng, m, n, relu, bias, residual)
+    got = run_gemm(lib, "f32", a, b, simple)
+    np.testing.assert_array_equal(got.view(np.uint32), run_gemm(lib, "f32", a, b, general).view(np.uint32))
+    assert np.isnan(got[3]).all() and not np.isnan(np.delete(got, 3, axis=0)).any()
+    ref, scale = gemm_ref(a[4:], b, "f32", {**simple, "residual": residual[4:],
+                                            **({"bias": simple["bias"]} if bias else {})})
+    assert_close(got[4:], ref, scale, k, f"{variant} simple epilogue")
+
+
 # ---- convolution ---------------------------------------------------------------------------------
 
 def conv_ref(x, w, groups, stride, pads, dil, out_hw):
@@ -738,6 +772,20 @@ def test_conv2d_nhwc(kernel_lib, variant, case):
         ref, scale = epilogue_ref(acc, abs_acc, ep)
         assert_close(y.reshape(n * oh * ow, k), ref, scale, c // groups * r * s,
                      f"{variant} nhwc conv {case} ep={sorted(ep)}")
+
+
+@pytest.mark.parametrize("variant", NHWC_RUNNABLE)
+@pytest.mark.parametrize("case", ["3x3_s1_p1", "groups2_mg40", "stem_7x7_s2_c3", "1x1_gemm", "1x1_s2"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_nhwc_simple_epilogue_is_bitwise_the_general_one(kernel_lib, variant, case, relu):
+    lib = kernel_lib(variant)
+    conv = NHWC_CONVS[case]
+    rng, x, w, (n, oh, ow, k) = nhwc_case_data(conv, 7)
+    residual = rng.standard_normal((n * oh * ow, k)).astype(np.float32)
+    simple, general = simple_and_general_epilogues(rng, n * oh * ow, k, relu, True, residual)
+    got = run_conv_nhwc(lib, conv, x, w, simple)
+    assert not np.isnan(got).any()
+    np.testing.assert_array_equal(got.view(np.uint32), run_conv_nhwc(lib, conv, x, w, general).view(np.uint32))
 
 
 @pytest.mark.parametrize("variant", NHWC_RUNNABLE)

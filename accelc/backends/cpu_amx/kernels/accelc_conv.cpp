@@ -279,7 +279,7 @@ constexpr int kSmallCg = 16;
 // C[m0 .. m0+MR, n0 .. n0+cols) for cols <= NP*16. Row i reads A from ptrs[sg*kMR + i] + goff for
 // segment sg; the panels are Bp, Bp + pstride, ... (nseg*L rows of 16 floats each). Width-generic
 // (simd::vf): AVX2 runs 6 rows x 2 ymm, AVX-512 12 rows x NP zmm, as the GEMM micro-kernels do.
-template <int MR, int NP>
+template <int MR, int NP, bool SIMPLE>
 void block(int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const float* Bp, size_t pstride, float* C,
            int ldc, int m0, int n0, int cols, const Epilogue& ep) {
   constexpr int NV = NP * kVPP;
@@ -307,6 +307,10 @@ void block(int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const floa
       }
     }
   }
+  if constexpr (SIMPLE) {
+    epi::store_tile_simple<MR, NV>(acc, C, ldc, m0, n0, cols, ep);
+    return;
+  }
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i) {
     float* c = C + static_cast<size_t>(i) * ldc;
@@ -321,12 +325,12 @@ void block(int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const floa
 }
 
 // Compile-time row counts for the last, partial row block.
-template <int NP, int MR = kMR>
+template <int NP, bool SIMPLE, int MR = kMR>
 ACCELC_INLINE void block_rows(int rows, int nseg, int L, const float* const* ptrs, ptrdiff_t goff, const float* Bp,
                               size_t pstride, float* C, int ldc, int m0, int n0, int cols, const Epilogue& ep) {
   if constexpr (MR > 0) {
-    if (rows == MR) return block<MR, NP>(nseg, L, ptrs, goff, Bp, pstride, C, ldc, m0, n0, cols, ep);
-    return block_rows<NP, MR - 1>(rows, nseg, L, ptrs, goff, Bp, pstride, C, ldc, m0, n0, cols, ep);
+    if (rows == MR) return block<MR, NP, SIMPLE>(nseg, L, ptrs, goff, Bp, pstride, C, ldc, m0, n0, cols, ep);
+    return block_rows<NP, SIMPLE, MR - 1>(rows, nseg, L, ptrs, goff, Bp, pstride, C, ldc, m0, n0, cols, ep);
   }
 }
 
@@ -480,7 +484,7 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
 
   // Tiles planned as for gemm_f32 (tiling.h), panel groups a multiple of kNP; the loop below is
   // for_each_task's, with the per-thread scratch set up once per thread.
-  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, macs), kNP, macs);
+  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, G.Kg, macs), kNP, macs);
   const int mb = t.mb, pb = t.pb, pblocks = t.pblocks, tasks = t.mblocks * t.pblocks;
   const int max_blk = ceil_div(mb, kMR);
   const size_t zero_floats = static_cast<size_t>(round_up(imax(s.C, L), 16));
@@ -488,6 +492,7 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
   const size_t a_floats = small ? static_cast<size_t>(mb) * G.Kg : 0;
   const size_t bytes = zero_floats * sizeof(float) + table_ptrs * sizeof(float*) + a_floats * sizeof(float);
   const bool parallel = tasks > 1 && macs >= kParallelMinMacs && !omp_in_parallel();
+  const bool simple = epi::is_simple(ep);
 
 #pragma omp parallel if (parallel)
   {
@@ -518,8 +523,10 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
           const int m = m0 + rb.start(blk), rows = rb.size(blk);
           const float* const* tb = table + static_cast<size_t>(blk) * nseg * kMR;
           float* C = y + static_cast<size_t>(m) * s.K + n0;
-          if (np > 1) block_rows<kNP>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
-          else block_rows<1>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
+          if (np > 1 && simple) block_rows<kNP, true>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
+          else if (np > 1) block_rows<kNP, false>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
+          else if (simple) block_rows<1, true>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
+          else block_rows<1, false>(rows, nseg, L, tb, goff, Bp, pstride, C, s.K, m, n0, cols, ep);
         }
         p += np;
       }

@@ -128,21 +128,21 @@ ABuffer prepare_a(int M, int K, const Src* A, int lda, int k_align, int m_align)
 
 // ---- kernel dispatch: compile-time row counts for the row tails ----------------------------------
 #if defined(ACCELC_VARIANT_AVX2)
-template <int MR = avx2::kMR>
+template <bool SIMPLE = false, int MR = avx2::kMR>
 ACCELC_INLINE void avx2_f32_rows(int rows, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
                                  int m0, int n0, int cols, const Epilogue& ep) {
   if constexpr (MR > 0) {
-    if (rows == MR) return avx2::f32_panel<MR>(K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
-    return avx2_f32_rows<MR - 1>(rows, K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
+    if (rows == MR) return avx2::f32_panel<MR, SIMPLE>(K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
+    return avx2_f32_rows<SIMPLE, MR - 1>(rows, K, A, lda, Bp, C, ldc, m0, n0, cols, ep);
   }
 }
 #else
-template <int NP, int MR = avx512::kMR>
+template <int NP, bool SIMPLE = false, int MR = avx512::kMR>
 ACCELC_INLINE void avx512_f32_rows(int rows, int K, const float* A, int lda, const float* Bp, size_t pstride,
                                    float* C, int ldc, int m0, int n0, int cols, const Epilogue& ep) {
   if constexpr (MR > 0) {
-    if (rows == MR) return avx512::f32_panels<MR, NP>(K, A, lda, Bp, pstride, C, ldc, m0, n0, cols, ep);
-    return avx512_f32_rows<NP, MR - 1>(rows, K, A, lda, Bp, pstride, C, ldc, m0, n0, cols, ep);
+    if (rows == MR) return avx512::f32_panels<MR, NP, SIMPLE>(K, A, lda, Bp, pstride, C, ldc, m0, n0, cols, ep);
+    return avx512_f32_rows<NP, SIMPLE, MR - 1>(rows, K, A, lda, Bp, pstride, C, ldc, m0, n0, cols, ep);
   }
 }
 template <int NP, int MR = avx512::kMR>
@@ -326,20 +326,24 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
 #if defined(ACCELC_VARIANT_AVX2)
   // Row blocks and balanced micro-blocks as planned in tiling.h (A: up to 192 x K in L2). Splitting K
   // into cache blocks measured slower on this kernel (the panel streams well from L2).
-  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, macs), 1, macs);
+  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, K, macs), 1, macs);
+  const bool simple = epi::is_simple(ep);
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
     const RowBlocks<avx2::kMR> rb(m1 - m0);
     for (int p = p0; p < p1; ++p) {
       const int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
       for (int b = 0; b < rb.nblk; ++b) {
         const int m = m0 + rb.start(b);
-        avx2_f32_rows(rb.size(b), K, A + static_cast<size_t>(m) * lda, lda, Bp + p * pstride,
-                      C + static_cast<size_t>(m) * ldc + n0, ldc, m, n0, cols, ep);
+        const float* Am = A + static_cast<size_t>(m) * lda;
+        float* Cm = C + static_cast<size_t>(m) * ldc + n0;
+        if (simple) avx2_f32_rows<true>(rb.size(b), K, Am, lda, Bp + p * pstride, Cm, ldc, m, n0, cols, ep);
+        else avx2_f32_rows<false>(rb.size(b), K, Am, lda, Bp + p * pstride, Cm, ldc, m, n0, cols, ep);
       }
     }
   });
 #else
   const Tiling t = plan_tiles(M, npanels, 4 * avx512::kMR, 2, macs);
+  const bool simple = epi::is_simple(ep);
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
     for (int p = p0; p < p1; p += 2) {
       const bool two_panels = p + 1 < p1;
@@ -348,8 +352,11 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
         const int rows = m1 - m < avx512::kMR ? m1 - m : avx512::kMR;
         const float* Am = A + static_cast<size_t>(m) * lda;
         float* Cm = C + static_cast<size_t>(m) * ldc + n0;
-        if (two_panels) avx512_f32_rows<2>(rows, K, Am, lda, Bp + p * pstride, pstride, Cm, ldc, m, n0, cols, ep);
-        else avx512_f32_rows<1>(rows, K, Am, lda, Bp + p * pstride, pstride, Cm, ldc, m, n0, cols, ep);
+        const float* Bm = Bp + p * pstride;
+        if (two_panels && simple) avx512_f32_rows<2, true>(rows, K, Am, lda, Bm, pstride, Cm, ldc, m, n0, cols, ep);
+        else if (two_panels) avx512_f32_rows<2>(rows, K, Am, lda, Bm, pstride, Cm, ldc, m, n0, cols, ep);
+        else if (simple) avx512_f32_rows<1, true>(rows, K, Am, lda, Bm, pstride, Cm, ldc, m, n0, cols, ep);
+        else avx512_f32_rows<1>(rows, K, Am, lda, Bm, pstride, Cm, ldc, m, n0, cols, ep);
       }
     }
   });

@@ -43,13 +43,15 @@ inline Tiling plan_tiles(int M, int npanels, int mb, int pb_align, double macs) 
   return t;
 }
 
-// Rows per block for an f32 product whose A rows stream past packed weights: up to 192 rows form one
-// block, so a task reads each of its B panels (weights, from memory) once and reuses it for all rows
-// from L1/L2; more rows split into blocks of about 48, their count a multiple of the thread count and
-// their sizes equal, so that every thread gets the same rows (196 rows on 2 threads: 6 x 33 rather
-// than 4 x 48 + 4).
-inline int balanced_row_block(int M, double macs) {
-  if (M <= 192) return M;
+// Rows per block for an f32 product whose A rows (K floats each) stream past packed weights. The rows
+// form one block when there are at most 192 of them or their A block fits in half of a 512 KiB L2: a
+// task then reads each of its B panels (weights, from memory) once and reuses it for all rows from
+// L1/L2 (ResNet-50's 196 x 1024 x 256 layers, A = 196 KiB, used to run as six blocks that each
+// fetched all 1 MiB of B again). More rows split into blocks of about 48, their count
+// a multiple of the thread count and their sizes about equal, so that every thread gets the same
+// rows (784 rows of K = 512 on 2 threads: 18 blocks of 44 rows or fewer rather than 16 x 48 + 16).
+inline int balanced_row_block(int M, int K, double macs) {
+  if (M <= 192 || static_cast<double>(M) * K * sizeof(float) <= 256.0 * 1024) return M;
   return ceil_div(M, round_up(ceil_div(M, 48), plan_threads(macs)));
 }
 

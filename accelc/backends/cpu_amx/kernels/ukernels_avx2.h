@@ -28,8 +28,9 @@ ACCELC_INLINE void store_row16(__m256 lo, __m256 hi, float* c, int ldc, int m, i
   }
 }
 
-// C[m0 .. m0+MR, n0 .. n0+cols) from A rows (row-major, lda) and one f32 panel (K x 16).
-template <int MR>
+// C[m0 .. m0+MR, n0 .. n0+cols) from A rows (row-major, lda) and one f32 panel (K x 16). SIMPLE: the
+// epilogue is_simple (epilogue.h) and the tile is stored through store_tile_simple.
+template <int MR, bool SIMPLE = false>
 void f32_panel(int K, const float* A, int lda, const float* Bp, float* C, int ldc, int m0, int n0, int cols,
                const Epilogue& ep) {
   __m256 c0[MR], c1[MR];
@@ -46,9 +47,16 @@ void f32_panel(int K, const float* A, int lda, const float* Bp, float* C, int ld
       c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
     }
   }
+  if constexpr (SIMPLE) {
+    simd::vf acc[MR][2];
 #pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i)
-    store_row16(c0[i], c1[i], C + static_cast<size_t>(i) * ldc, ldc, m0 + i, n0, cols, ep);
+    for (int i = 0; i < MR; ++i) acc[i][0] = simd::vf{c0[i]}, acc[i][1] = simd::vf{c1[i]};
+    epi::store_tile_simple<MR, 2>(acc, C, ldc, m0, n0, cols, ep);
+  } else {
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i)
+      store_row16(c0[i], c1[i], C + static_cast<size_t>(i) * ldc, ldc, m0 + i, n0, cols, ep);
+  }
 }
 
 // bf16 pair panel (16 columns, K rounded up to even) -> fp32 panel (K x 16), exactly: bf16 bits are the

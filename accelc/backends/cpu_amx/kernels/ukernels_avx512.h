@@ -12,8 +12,9 @@ namespace avx512 {
 
 constexpr int kMR = 12;
 
-// C[m0 .. m0+MR, n0 .. n0+cols) (cols <= NP*16) from A rows and NP consecutive f32 panels.
-template <int MR, int NP>
+// C[m0 .. m0+MR, n0 .. n0+cols) (cols <= NP*16) from A rows and NP consecutive f32 panels. SIMPLE: the
+// epilogue is_simple (epilogue.h) and the tile is stored through store_tile_simple.
+template <int MR, int NP, bool SIMPLE = false>
 void f32_panels(int K, const float* A, int lda, const float* Bp, size_t pstride, float* C, int ldc, int m0, int n0,
                 int cols, const Epilogue& ep) {
   __m512 c[MR][NP];
@@ -32,6 +33,15 @@ void f32_panels(int K, const float* A, int lda, const float* Bp, size_t pstride,
 #pragma GCC unroll 2
       for (int j = 0; j < NP; ++j) c[i][j] = _mm512_fmadd_ps(a, b[j], c[i][j]);
     }
+  }
+  if constexpr (SIMPLE) {
+    simd::vf acc[MR][NP];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+      for (int j = 0; j < NP; ++j) acc[i][j] = simd::vf{c[i][j]};
+    epi::store_tile_simple<MR, NP>(acc, C, ldc, m0, n0, cols, ep);
+    return;
   }
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)

@@ -199,6 +199,27 @@ def test_elementwise_concat_and_mixed_readers(tmp_path, cache_dir):
     check(g, tmp_path, cache_dir, tol=TOL)
 
 
+def test_residual_is_written_over_only_where_it_is_read_for_the_last_time(tmp_path, cache_dir):
+    g, (x, y) = graph_with_inputs((F32, (1, 8, 10, 10)), (F32, (1, 8, 10, 10)))
+    a = conv(g, x, 8, 8)
+    b = conv(g, a, 8, 8, residual=a)             # the residual is also the input: not in place
+    c = conv(g, b, 8, 8, residual=y)             # y's channels-last twin, read here only: in place
+    d = conv(g, c, 8, 8, residual=b)             # b is read again below: not in place
+    e = conv(g, d, 8, 8, 1, residual=c)          # c's last reader: in place
+    (f,) = g.add_node("Add", [e, b])
+    h = conv(g, f, 8, 8, residual=d)             # d is also a graph output: not in place
+    g.outputs = [h, d]
+    parts, model = build(g, tmp_path / "inspect", cache_dir)
+    model.close()
+    src = parts.files["src/model.cpp"].decode()
+    assert src.count("in place: the output takes the bytes of") == 2
+    feeds = random_feeds(g, seed=5)
+    given = {k: v.copy() for k, v in feeds.items()}
+    check(g, tmp_path, cache_dir, feeds=feeds, tol=TOL)
+    for k in feeds:                              # the caller's arrays are never written
+        np.testing.assert_array_equal(feeds[k], given[k])
+
+
 def test_nhwc_and_nchw_builds_agree(tmp_path, cache_dir, monkeypatch):
     g = resnet_block_graph()
     feeds = random_feeds(g, seed=3)

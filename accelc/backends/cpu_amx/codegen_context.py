@@ -117,6 +117,31 @@ class LowerCtx:
         self.storage[out] = Storage("alias", alias_of=src)
         return True
 
+    def root(self, value: str) -> str:
+        """The value whose bytes ``value`` uses (itself unless it is a view)."""
+        while self.storage.get(value, Storage("x")).kind == "alias":
+            value = self.storage[value].alias_of
+        return value
+
+    def write_over(self, out: str, src: str) -> bool:
+        """Makes ``out`` take ``src``'s bytes when the current node is the last to read ``src``: an
+        epilogue that reads each residual element just before it writes the output element at the same
+        place can then work in place, sparing the output its own cache lines (a read for ownership per
+        line). Only for arena values of equal size that no other input of the node shares bytes with;
+        caller buffers (graph inputs and outputs) and weights are never written over."""
+        node, r = self.node, self.root(src)
+        if node is None or self.storage.get(out, Storage("arena")).kind != "arena" or \
+                self.storage.get(r, Storage("x")).kind != "arena" or r in self.graph.constants:
+            return False
+        if self.dtype(out) != self.dtype(r) or numel(self.shape(out)) != numel(self.shape(r)):
+            return False
+        if sum(1 for i in node.inputs if i and self.root(i) == r) != 1:
+            return False
+        if any(i and self.root(i) == r for later in self.graph.nodes[self.step + 1:] for i in later.inputs):
+            return False
+        self.storage[out] = Storage("alias", alias_of=r)
+        return True
+
     # -- compile-time data and scratch --
     def weight(self, array: np.ndarray, ctype: str) -> str:
         """A C expression pointing at ``array`` (already in its final layout) inside weights.bin."""

@@ -575,6 +575,24 @@ def test_fused_gemm_epilogue(tmp_path, cache_dir, act):
     check(g, tmp_path, cache_dir, tol=(1e-4, 1e-4))
 
 
+@pytest.mark.parametrize("compute", [F32, BF16])
+def test_fused_gemm_writes_over_a_residual_read_for_the_last_time(tmp_path, cache_dir, compute):
+    rng = np.random.default_rng(12)
+    g, (a, x) = graph_with_inputs((F32, (2, 10, 24)), (F32, (2, 10, 18)))
+    c = lambda *shape: g.add_constant(rng.standard_normal(shape).astype(np.float32))
+    (r1,) = g.add_node("Relu", [x])
+    (r2,) = g.add_node("Sigmoid", [x])
+    (y1,) = g.add_node("FusedGemm", [a, c(18, 24), c(18), r1], FusedGemmAttrs(trans_b=True, compute=compute))
+    (y2,) = g.add_node("FusedGemm", [a, c(24, 18), c(18), r2], FusedGemmAttrs(compute=compute))  # r2: read below
+    (y3,) = g.add_node("FusedGemm", [y2, c(18, 18), "", y2], FusedGemmAttrs())  # residual is also A
+    (s,) = g.add_node("Add", [y1, r2])
+    g.outputs = [s, y3]
+    parts, model = build(g, tmp_path / "inspect", cache_dir)
+    model.close()
+    assert parts.files["src/model.cpp"].decode().count("in place: the output takes the bytes of") == 1
+    check(g, tmp_path, cache_dir, tol=(1e-4, 1e-4) if compute == F32 else (2e-2, 2e-2))
+
+
 @pytest.mark.parametrize("geom", [
     dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1)), dict(kernel_shape=(3, 3), strides=(2, 2)),
     dict(kernel_shape=(1, 1)), dict(kernel_shape=(3, 5), pads=(0, 2, 1, 1), dilations=(2, 1), group=3),

@@ -96,6 +96,18 @@ def test_non_contiguous_input_is_made_contiguous(fake_artifact, cache):
     np.testing.assert_array_equal(m(x), expected(np.ascontiguousarray(x)))
 
 
+def test_read_only_and_offset_inputs_pass_their_own_address(fake_artifact, cache):
+    m = load(fake_artifact, cache_dir=cache)
+    base = np.arange(12, dtype=np.float32)
+    ro = np.frombuffer(base[:8].tobytes(), dtype=np.float32).reshape(2, 4)     # read-only buffer
+    assert not ro.flags.writeable
+    np.testing.assert_array_equal(m(ro), expected(ro))
+    offset = base[4:].reshape(2, 4)                                            # a view 16 bytes into base
+    np.testing.assert_array_equal(m(offset), expected(offset))
+    y1, y2 = m(offset), m(offset)
+    assert y1 is not y2 and not np.shares_memory(y1, y2)                     # a fresh output per call
+
+
 @pytest.mark.parametrize("layout", ["zip", "dir"])
 def test_save_and_load_roundtrip(fake_artifact, tmp_path, cache, layout):
     path = tmp_path / ("m.accelc" if layout == "zip" else "m_dir")

@@ -240,6 +240,14 @@ class Profile:
         return "\n".join(lines)
 
 
+def _address(a: np.ndarray) -> int:
+    """The address of a C-contiguous array's first byte. ``a.ctypes.data`` builds a helper object (~1.4 us
+    a call, a tenth of a tiny model's run); a writable, non-empty array takes the quicker buffer route."""
+    if a.flags.writeable and a.nbytes:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    return a.ctypes.data
+
+
 def _last_error(lib: ctypes.CDLL) -> str:
     msg = lib.accelc_last_error()
     return msg.decode("utf-8", "replace") if msg else ""
@@ -384,9 +392,9 @@ class CompiledModule:
             raise AccelcError("this module was closed; load the artifact again")
         in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
         for i, a in enumerate(arrays):
-            in_ptrs[i] = a.ctypes.data
+            in_ptrs[i] = _address(a)
         for i, a in enumerate(outputs):
-            out_ptrs[i] = a.ctypes.data
+            out_ptrs[i] = _address(a)
         return in_ptrs, out_ptrs
 
     def run(self, inputs: Mapping[str, Any] | Sequence[Any] = ()) -> dict[str, np.ndarray]:

@@ -108,6 +108,32 @@ def test_read_only_and_offset_inputs_pass_their_own_address(fake_artifact, cache
     assert y1 is not y2 and not np.shares_memory(y1, y2)                     # a fresh output per call
 
 
+BF16_LIB = FAKE_LIB.replace('\\"f32\\"', '\\"bf16\\"').replace(
+    """  const float* x = (const float*)in[0]; float* y = (float*)out[0];
+  for (int i = 0; i < 8; ++i) y[i] = x[i] * m->w[i % 4] + 1.0f;""",
+    """  const unsigned short* x = (const unsigned short*)in[0]; unsigned short* y = (unsigned short*)out[0];
+  (void)m; for (int i = 0; i < 8; ++i) y[i] = x[7 - i];""")
+
+
+def test_extension_dtype_arrays_reach_the_library(tmp_path, cache):
+    """bfloat16 (ml_dtypes) arrays have no buffer format: their addresses take the ndarray.ctypes route."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "bf16.c").write_text(BF16_LIB)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(tmp_path / "model.so"), str(tmp_path / "bf16.c")],
+                   check=True)
+    sig = {"inputs": [{"name": "x", "dtype": "bf16", "shape": [2, 4]}],
+           "outputs": [{"name": "y", "dtype": "bf16", "shape": [2, 4]}]}
+    manifest = {"format_version": FORMAT_VERSION, "accelc_version": "test", "target": "host", "signature": sig,
+                "options": {"dtype": "bf16", "opt_level": 2, "threads": 0},
+                "backend": {"name": "cpu_amx", "library": "model.so", "abi_version": 1, "variants": ["avx2"]}}
+    m = load(pack(manifest, {"model.so": (tmp_path / "model.so").read_bytes(), "weights.bin": W.tobytes()}),
+             cache_dir=cache)
+    from accelc.runtime.module import numpy_dtype
+    x = np.arange(8, dtype=np.float32).reshape(2, 4).astype(numpy_dtype("bf16"))
+    np.testing.assert_array_equal(m(x).astype(np.float32), np.arange(8, dtype=np.float32)[::-1].reshape(2, 4))
+
+
 @pytest.mark.parametrize("layout", ["zip", "dir"])
 def test_save_and_load_roundtrip(fake_artifact, tmp_path, cache, layout):
     path = tmp_path / ("m.accelc" if layout == "zip" else "m_dir")

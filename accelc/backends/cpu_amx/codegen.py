@@ -101,11 +101,7 @@ def generate(graph: Graph, variants: list[str]) -> GeneratedModel:
         ctx.ptr(v)
 
     # ---- liveness and arena plan ----
-    def root(v: str) -> str:
-        while ctx.storage.get(v, Storage("x")).kind == "alias":
-            v = ctx.storage[v].alias_of
-        return v
-
+    root = ctx.root
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     end = len(graph.nodes)

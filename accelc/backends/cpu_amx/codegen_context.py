@@ -128,7 +128,8 @@ class LowerCtx:
         epilogue that reads each residual element just before it writes the output element at the same
         place can then work in place, sparing the output its own cache lines (a read for ownership per
         line). Only for arena values of equal size that no other input of the node shares bytes with;
-        caller buffers (graph inputs and outputs) and weights are never written over."""
+        caller buffers (graph inputs and outputs) and weights are never written over. When it does, the
+        node's code says so in a comment."""
         node, r = self.node, self.root(src)
         if node is None or self.storage.get(out, Storage("arena")).kind != "arena" or \
                 self.storage.get(r, Storage("x")).kind != "arena" or r in self.graph.constants:
@@ -140,6 +141,7 @@ class LowerCtx:
         if any(i and self.root(i) == r for later in self.graph.nodes[self.step + 1:] for i in later.inputs):
             return False
         self.storage[out] = Storage("alias", alias_of=r)
+        self.em.comment(f"in place: the output takes the bytes of {src}, read here for the last time")
         return True
 
     # -- compile-time data and scratch --

@@ -242,9 +242,8 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
         rl = _bias_logical_shape(ctx.shape(s.residual), out_shape, a_shape, b_shape, L)
         res_expr = f32_operand(ctx, s.residual, rl, L, "residual")
 
-    if res_expr is not None and res_expr == ctx.ptr(s.residual) and ctx.dtype(out) == DType.float32 and \
-            ctx.write_over(out, s.residual):   # the residual has C's layout: each element read, then written
-        em.comment(f"in place: the output takes the bytes of {s.residual}, read here for the last time")
+    if res_expr is not None and res_expr == ctx.ptr(s.residual) and ctx.dtype(out) == DType.float32:
+        ctx.write_over(out, s.residual)   # the residual has C's layout: each element read, then written
     c_expr = store_result(ctx, out)
     emit_epilogue(ctx, s.alpha, s.beta, s.act, bias_expr, bias_mode, res_expr, N)
     gemm_fn = {"f32": "gemm_bf16" if use_bf16 else "gemm_f32", "a16": "gemm_bf16_a16"}[a_kind]

@@ -206,8 +206,8 @@ def lower_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
     w_expr = ctx.weight(packed, "float")
     bias_expr = f32_operand(ctx, bias, (K,), (K,), "bias") if bias else None
     res_expr = ctx.ptr(res) if res else None
-    if res and ctx.write_over(out, res):
-        em.comment(f"in place: the output takes the bytes of {res}, read here for the last time")
+    if res:
+        ctx.write_over(out, res)
     em.comment(f"NHWC {R}x{S} convolution, {C} -> {K} channels, {H}x{W} -> {OH}x{OW}"
                + (f", {groups} groups" if groups > 1 else ""))
     em.line("const Conv2dShape s{" + ", ".join(str(v) for v in a.shape) + "};")

@@ -40,28 +40,24 @@ struct NoThreadCtx {};
 template <class ThreadCtx = NoThreadCtx, class Body>
 void for_each_task(int M, int npanels, const Tiling& t, double macs, Body body) {
   const int tasks = t.mblocks * t.pblocks;
+  auto run = [&](int task, ThreadCtx& ctx) {
+    const int mi = task / t.pblocks, pj = task % t.pblocks;
+    const int m0 = mi * t.mb, m1 = m0 + t.mb < M ? m0 + t.mb : M;
+    const int p0 = pj * t.pb, p1 = p0 + t.pb < npanels ? p0 + t.pb : npanels;
+    body(m0, m1, p0, p1, ctx);
+  };
   if (tasks <= 1 || macs < kParallelMinMacs || omp_in_parallel()) {
     // On the calling thread, without an OpenMP construct: even a parallel region that the if clause
     // turns off builds and frees a one-thread team, ~0.7 us, more than a small product takes.
     ThreadCtx ctx;
-    for (int task = 0; task < tasks; ++task) {
-      const int mi = task / t.pblocks, pj = task % t.pblocks;
-      const int m0 = mi * t.mb, m1 = m0 + t.mb < M ? m0 + t.mb : M;
-      const int p0 = pj * t.pb, p1 = p0 + t.pb < npanels ? p0 + t.pb : npanels;
-      body(m0, m1, p0, p1, ctx);
-    }
+    for (int task = 0; task < tasks; ++task) run(task, ctx);
     return;
   }
 #pragma omp parallel
   {
     ThreadCtx ctx;
 #pragma omp for schedule(dynamic, 1)
-    for (int task = 0; task < tasks; ++task) {
-      const int mi = task / t.pblocks, pj = task % t.pblocks;
-      const int m0 = mi * t.mb, m1 = m0 + t.mb < M ? m0 + t.mb : M;
-      const int p0 = pj * t.pb, p1 = p0 + t.pb < npanels ? p0 + t.pb : npanels;
-      body(m0, m1, p0, p1, ctx);
-    }
+    for (int task = 0; task < tasks; ++task) run(task, ctx);
   }
 }
 

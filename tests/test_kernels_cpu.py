@@ -29,8 +29,8 @@ import pytest
 from accelc.backends.cpu_amx import packing
 
 KERNELS = Path(__file__).resolve().parents[1] / "accelc" / "backends" / "cpu_amx" / "kernels"
-SOURCES = [KERNELS / "accelc_gemm.cpp", KERNELS / "accelc_conv.cpp", KERNELS / "accelc_attention.cpp",
-           KERNELS / "tests" / "kernel_test_entry.cpp"]
+SOURCES = [KERNELS / "accelc_gemm.cpp", KERNELS / "accelc_conv.cpp", KERNELS / "accelc_winograd.cpp",
+           KERNELS / "accelc_attention.cpp", KERNELS / "tests" / "kernel_test_entry.cpp"]
 CXX = shutil.which("g++")
 
 VARIANT_FLAGS = {
@@ -148,6 +148,7 @@ class KernelLib:
         lib.accelc_test_packed_b_elems.restype = ctypes.c_size_t
         lib.accelc_test_conv2d_scratch_elems.restype = ctypes.c_size_t
         lib.accelc_test_conv_nhwc_packed_elems.restype = ctypes.c_size_t
+        lib.accelc_test_winograd_packed_elems.restype = ctypes.c_size_t
         if variant == "amx":
             reason = ctypes.c_char_p()
             if not lib.accelc_test_amx_init(ctypes.byref(reason)):
@@ -199,6 +200,15 @@ class KernelLib:
         s = np.array(shape, dtype=np.int32)
         f, i, bias, res = epilogue_args(ep)
         self.lib.accelc_test_conv2d_nhwc(ptr(s), ptr(x), ptr(packed), ptr(y), ptr(f), ptr(i), ptr(bias), ptr(res))
+
+    def conv2d_winograd(self, shape: list[int], m: int, x: np.ndarray, packed: np.ndarray, y: np.ndarray,
+                        ep: dict) -> None:
+        s = np.array(shape, dtype=np.int32)
+        assert self.lib.accelc_test_winograd_supported(ptr(s), m)
+        assert packed.size == self.lib.accelc_test_winograd_packed_elems(shape[1], shape[4], m)
+        f, i, bias, res = epilogue_args(ep)
+        self.lib.accelc_test_conv2d_winograd(ptr(s), m, ptr(x), ptr(packed), ptr(y), ptr(f), ptr(i), ptr(bias),
+                                             ptr(res))
 
 
 def epilogue_args(ep: dict):
@@ -813,7 +823,7 @@ def test_every_variant_compiles_and_links_into_one_library(build_dir):
     """All three variants build here (even where they cannot run) and share one .so without clashes:
     every symbol the kernels define lives in its variant's namespace, so the linker can never merge
     an AVX-512 copy of a function into the AVX2 path."""
-    kernel_sources = SOURCES[:2]
+    kernel_sources = SOURCES[:-1]
     objs = [o for v in PRODUCT_VARIANTS for o in compile_objects(v, kernel_sources, build_dir)]
     so = build_dir / f"all-variants-{os.getpid()}.so"
     r = subprocess.run([CXX, "-shared", "-fopenmp", *map(str, objs), "-o", str(so)], capture_output=True, text=True)
@@ -929,3 +939,115 @@ def _timed(run) -> float:
     t0 = time.perf_counter()
     run()
     return time.perf_counter() - t0
+
+
+# ---- Winograd NHWC convolution ------------------------------------------------------------------
+
+WINOGRAD_CONVS = {
+    # name: as NHWC_CONVS (3x3, stride 1, no dilation, one group)
+    "same_pad": (1, 16, 12, 13, 35, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),        # K tail, partial edge tiles
+    "batch3_tails": (3, 21, 9, 7, 19, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),       # C and K tails, tiles across images
+    "valid": (1, 24, 11, 10, 16, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "asymmetric_pads": (2, 16, 9, 8, 24, 3, 3, (1, 1), (0, 2, 1, 0), (1, 1), 1),
+    "wide_pads": (1, 8, 5, 6, 8, 3, 3, (1, 1), (2, 2, 2, 2), (1, 1), 1),            # output taller than input
+    "smaller_than_a_tile": (2, 5, 2, 3, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "many_blocks": (2, 32, 30, 29, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),      # several tile blocks per thread
+}
+
+
+def run_conv_winograd(lib: KernelLib, case, m: int, x, w, ep, y=None) -> np.ndarray:
+    shape = nhwc_shape(case)
+    n, oh, ow, k = shape[0], shape[7], shape[8], shape[4]
+    packed = packing.pack_winograd_f32(w, m)
+    y_full = np.full(n * oh * ow * k + 19, np.nan, dtype=np.float32)
+    y_full[-19:] = 12345.0
+    if y is None:
+        y = y_full[:-19].reshape(n, oh, ow, k)
+    lib.conv2d_winograd(shape, m, x, packed, y, ep)
+    assert (y_full[-19:] == 12345.0).all(), "wrote past the end of y"
+    return y
+
+
+def test_winograd_filters_are_g_w_gt():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    for m, g in packing.WINOGRAD_G.items():
+        u = packing.winograd_filters(w, m)
+        assert u.shape == (m + 2, m + 2, 3, 5) and u.dtype == np.float32
+        np.testing.assert_allclose(u[:, :, 1, 4], g @ w[4, 1].astype(np.float64) @ g.T, rtol=1e-6, atol=1e-7)
+        packed = packing.pack_winograd_f32(w, m)
+        per_pos = packing.packed_b_elems_f32(3, 5)
+        assert packed.size == (m + 2) ** 2 * per_pos
+        # position (i, j) = (1, 2) is the (i*(m+2) + j)-th packed [C][K] matrix
+        pos = m + 2 + 2
+        np.testing.assert_array_equal(packed[pos * per_pos:(pos + 1) * per_pos], packing.pack_b_f32(u[1, 2]))
+    with pytest.raises(ValueError, match="tile size 3"):
+        packing.winograd_filters(w, 3)
+    with pytest.raises(ValueError, match="3x3 weights"):
+        packing.winograd_filters(np.zeros((2, 2, 5, 5), np.float32), 2)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+def test_winograd_supported_only_for_3x3_stride1(kernel_lib, variant):
+    lib = kernel_lib(variant)
+    ok = nhwc_shape(WINOGRAD_CONVS["same_pad"])
+    sup = lambda shape, m: lib.lib.accelc_test_winograd_supported(ptr(np.array(shape, dtype=np.int32)), m)
+    assert sup(ok, 2) and sup(ok, 4) and not sup(ok, 3) and not sup(ok, 6)
+    for name in ("3x3_s2_p1", "dilation2", "groups2", "5x5_deep", "depthwise_3x3_s1"):
+        assert not sup(nhwc_shape(NHWC_CONVS[name]), 2), name
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", list(WINOGRAD_CONVS))
+def test_conv2d_winograd(kernel_lib, variant, m, case):
+    lib = kernel_lib(variant)
+    n, c, h, wd, k, r, s, stride, pads, dil, groups = WINOGRAD_CONVS[case]
+    rng, x, w, (_, oh, ow, _) = nhwc_case_data(WINOGRAD_CONVS[case], len(case) + m)
+    to_rows = lambda a: a.transpose(0, 2, 3, 1).reshape(n * oh * ow, k)
+    x_nchw = x.transpose(0, 3, 1, 2).astype(np.float64)
+    acc = to_rows(conv_ref(x_nchw, w.astype(np.float64), 1, stride, pads, dil, (oh, ow)))
+    abs_acc = to_rows(conv_ref(np.abs(x_nchw), np.abs(w).astype(np.float64), 1, stride, pads, dil, (oh, ow)))
+    bias = rng.standard_normal(k).astype(np.float32)
+    residual = rng.standard_normal((n * oh * ow, k)).astype(np.float32)
+    eps = [{},
+           {"bias_mode": 1, "bias": bias, "residual": residual, "act": "relu"},
+           {"alpha": 0.5, "beta": 2.0, "bias_mode": 1, "bias": bias, "act": "silu"}]
+    for ep in eps:
+        y = run_conv_winograd(lib, WINOGRAD_CONVS[case], m, x, w, ep)
+        ref, scale = epilogue_ref(acc, abs_acc, ep)
+        assert_close(y.reshape(n * oh * ow, k), ref, scale, c * r * s, f"{variant} F({m}x{m}) {case} ep={sorted(ep)}")
+        if not ep:  # the transforms' extra rounding stays small: F(2x2) ~1e-7, F(4x4) ~2e-6 of the scale
+            rel = np.abs(y.reshape(n * oh * ow, k) - ref) / np.maximum(scale, 1e-30)
+            assert rel.max() < {2: 5e-7, 4: 8e-6}[m], rel.max()
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("m", [2, 4])
+def test_conv2d_winograd_in_place_over_its_residual(kernel_lib, variant, m):
+    """y may be the residual's own buffer (LowerCtx.write_over): each element's residual is read first."""
+    lib = kernel_lib(variant)
+    conv = WINOGRAD_CONVS["many_blocks"]
+    rng, x, w, (n, oh, ow, k) = nhwc_case_data(conv, 5)
+    residual = rng.standard_normal((n, oh, ow, k)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    want = run_conv_winograd(lib, conv, m, x, w, {"bias_mode": 1, "bias": bias, "residual": residual.reshape(-1, k),
+                                                  "act": "relu"})
+    buf = residual.copy()
+    run_conv_winograd(lib, conv, m, x, w, {"bias_mode": 1, "bias": bias, "residual": buf.reshape(-1, k), "act": "relu"},
+                      y=buf)
+    np.testing.assert_array_equal(buf, want)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("m", [2, 4])
+def test_conv2d_winograd_is_bitwise_independent_of_thread_count(kernel_lib, variant, m):
+    lib = kernel_lib(variant)
+    conv = WINOGRAD_CONVS["many_blocks"]
+    rng, x, w, (n, oh, ow, k) = nhwc_case_data(conv, 11)
+    ep = {"bias_mode": 1, "bias": rng.standard_normal(k).astype(np.float32), "act": "gelu",
+          "residual": rng.standard_normal((n * oh * ow, k)).astype(np.float32)}
+    results = at_thread_counts(lib, lambda: run_conv_winograd(lib, conv, m, x, w, ep))
+    assert not np.isnan(results[0]).any()
+    for got in results[1:]:
+        np.testing.assert_array_equal(results[0], got)

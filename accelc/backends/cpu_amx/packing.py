@@ -107,3 +107,33 @@ def pack_conv_nhwc_f32(w: np.ndarray, groups: int) -> np.ndarray:
         matrix = wg.transpose(2, 3, 1, 0).reshape(r * s * cg, mg)
         parts.append(pack_b_f32(matrix))
     return np.concatenate(parts)
+
+
+# Winograd F(m x m, 3 x 3) filter transforms G (Lavin & Gray 2015), a = m + 2 rows each.
+WINOGRAD_G = {
+    2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
+    4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+}
+
+
+def winograd_filters(w: np.ndarray, m: int) -> np.ndarray:
+    """``U[i, j, c, k] = (G w[k, c] G^T)[i, j]`` for 3x3 weights ``[K][C][3][3]``, computed in float64
+    and rounded once to float32: shape ``[m+2, m+2, C, K]``."""
+    w = np.asarray(w)
+    if m not in WINOGRAD_G:
+        raise ValueError(f"Winograd tile size {m} is not one of {sorted(WINOGRAD_G)}")
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        raise ValueError(f"Winograd filters need 3x3 weights [K, C, 3, 3], got shape {w.shape}")
+    g = WINOGRAD_G[m]
+    u = np.einsum("ir,kcrs,js->ijck", g, w.astype(np.float64), g, optimize=True)
+    return u.astype(np.float32)
+
+
+def pack_winograd_f32(w: np.ndarray, m: int) -> np.ndarray:
+    """3x3 weights ``[K][C][3][3]`` in the layout ``conv2d_winograd_nhwc_f32`` reads (1-D float32): the
+    ``(m+2)^2`` transformed filters ``U[pos]`` (``pos = i*(m+2) + j``, each ``[C][K]``) packed by
+    :func:`pack_b_f32`, one after the other."""
+    u = winograd_filters(w, m)
+    a = m + 2
+    return np.concatenate([pack_b_f32(u[i, j]) for i in range(a) for j in range(a)])

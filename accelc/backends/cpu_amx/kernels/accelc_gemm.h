@@ -9,7 +9,7 @@
 //   avx2     accelc_avx2    -DACCELC_VARIANT_AVX2    -mavx2 -mfma -mf16c
 //
 // all with -std=c++17 -DACCELC_NS=<namespace> -O3 -fopenmp -fPIC; the sources of a variant are
-// accelc_gemm.cpp, accelc_conv.cpp and accelc_attention.cpp (the other files here are internal
+// accelc_gemm.cpp, accelc_conv.cpp, accelc_winograd.cpp and accelc_attention.cpp (the other files here are internal
 // headers). Because the same source is compiled with different instruction sets and then linked
 // into one library, the kernel sources define nothing outside ACCELC_NS and use no out-of-line C++
 // library templates: a weak (COMDAT) symbol emitted by two variants would be merged by the linker
@@ -109,6 +109,16 @@ void conv2d_bf16(const Conv2dShape& s, const float* x, const uint16_t* w, float*
 size_t conv_nhwc_packed_elems(const Conv2dShape& s);
 void pack_conv_nhwc_f32(const Conv2dShape& s, const float* w, float* packed);
 void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep);
+
+// ---- Winograd NHWC convolution (accelc_winograd.cpp) ----------------------------------------------
+// F(m x m, 3 x 3), m = 2 or 4, for the 3x3 convolutions with stride 1, dilation 1 and one group, any
+// padding: same x, y, epilogue and determinism as conv2d_nhwc_f32, different rounding (see the source).
+// The weights are the transformed filters U[pos] = (G w G^T)[pos] of each position pos = i*(m+2) + j,
+// each a [C][K] matrix packed by pack_b_f32, one after the other (packing.py, pack_winograd_f32).
+bool winograd_supported(const Conv2dShape& s, int m);
+size_t winograd_packed_elems(int C, int K, int m);
+void conv2d_winograd_nhwc_f32(const Conv2dShape& s, int m, const float* x, const float* packed_u, float* y,
+                              const Epilogue& ep);
 
 // ---- fused attention ---------------------------------------------------------------------------
 // out[b,h] = softmax(scale * Q[b,h] K[b,h]^T + mask[b,h]) V[b,h] for b < batch, h < heads, with fp32

@@ -83,4 +83,15 @@ void accelc_test_conv2d_nhwc(const int* shape, const float* x, const float* pack
   ACCELC_NS::conv2d_nhwc_f32(make_shape(shape), x, packed, y, make_epilogue(epi_f, epi_i, bias, residual));
 }
 
+size_t accelc_test_winograd_packed_elems(int c, int k, int m) { return ACCELC_NS::winograd_packed_elems(c, k, m); }
+
+int accelc_test_winograd_supported(const int* shape, int m) {
+  return ACCELC_NS::winograd_supported(make_shape(shape), m) ? 1 : 0;
+}
+
+void accelc_test_conv2d_winograd(const int* shape, int m, const float* x, const float* packed, float* y,
+                                 const float* epi_f, const int* epi_i, const float* bias, const float* residual) {
+  ACCELC_NS::conv2d_winograd_nhwc_f32(make_shape(shape), m, x, packed, y, make_epilogue(epi_f, epi_i, bias, residual));
+}
+
 }  // extern "C"

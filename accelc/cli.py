@@ -128,7 +128,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compiled = accelc_compile(str(model), args.target, dtype=args.dtype, opt_level=args.opt_level,
                               shapes=shapes or None, threads=args.threads, cache_dir=args.cache_dir,
                               debug=args.debug, dump_after=args.dump_after, stop_after=args.stop_after,
-                              progress=progress, measure_accuracy=not args.no_accuracy, fpga=fpga)
+                              progress=progress, measure_accuracy=not args.no_accuracy, fpga=fpga,
+                              winograd=not args.no_winograd)
     progress(f"writing {out}")
     path = write(compiled.artifact, out, overwrite=args.force, layout="dir" if args.output_dir_layout else None)
     report = compiled.manifest["backend"].get("report")
@@ -379,6 +380,7 @@ def _print_manifest(man: dict[str, Any]) -> None:
         if key in back:
             print(f"  {key.replace('_', ' ')}: {_fmt_bytes(int(back[key]))}")
     rewrites = [f"{back[key]} {label}" for key, label in (("nhwc_convolutions", "channels-last convolutions"),
+                                                          ("winograd_convolutions", "of them Winograd"),
                                                           ("fused_attention", "fused attentions"),
                                                           ("merged_gemm_groups", "merged GEMM groups"))
                 if back.get(key)]
@@ -527,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the IR after PASS to stderr (repeatable)")
     p.add_argument("--stop-after", metavar="PASS", help="end the pass pipeline after PASS, then lower as is")
     p.add_argument("--no-accuracy", action="store_true", help="skip measuring accuracy against the fp32 reference")
+    p.add_argument("--no-winograd", action="store_true",
+                   help="CPU: run 3x3 convolutions directly, never as Winograd convolutions (which are faster "
+                        "but round differently; see docs/INTERNALS.md)")
     p.add_argument("--dir", dest="output_dir_layout", action="store_true",
                    help="write the artifact as a directory instead of a zip")
     p.add_argument("--cache-dir", help="build cache directory (default ~/.cache/accelc)")

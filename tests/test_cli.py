@@ -208,3 +208,26 @@ def test_c_example_runs_an_artifact_through_the_c_abi(example_model, tmp_path):
     from accelc.runtime import load
     want = load(art)(xin)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_no_winograd_flag(tmp_path):
+    """A 3x3 convolution runs as a Winograd convolution by default; --no-winograd keeps it direct, and the
+    manifest says which."""
+    import json
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array((rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv3x3",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 28, 28])], [w])
+    model = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    for flags, count in (((), 1), (("--no-winograd",), 0)):
+        out = tmp_path / f"conv{count}.accelc"
+        r = accelc("compile", model, "-o", out, "--quiet", *flags)
+        assert r.returncode == 0, r.stderr
+        assert "accuracy vs fp32 reference" in r.stdout and "MISMATCH" not in r.stdout
+        r = accelc("inspect", out, "--json")
+        assert r.returncode == 0, r.stderr
+        man = json.loads(r.stdout)
+        assert man["options"]["winograd"] is (count == 1)
+        assert man["backend"]["winograd_convolutions"] == count

@@ -244,4 +244,81 @@ def test_inspect_reports_backend_rewrites(capsys):
                                  "merged_gemm_groups": 2}})
     out = capsys.readouterr().out
     assert "backend rewrites: 6 channels-last convolutions, 2 merged GEMM groups" in out
+    _print_manifest({"backend": {"name": "cpu_amx", "nhwc_convolutions": 6, "winograd_convolutions": 4}})
+    assert "backend rewrites: 6 channels-last convolutions, 4 of them Winograd" in capsys.readouterr().out
     assert "fused attentions" not in out
+
+
+# ---- Winograd -----------------------------------------------------------------------------------------------
+def _shape(n, c, hw, k, kernel=3, stride=1, dil=1, groups=1):
+    out = (hw + 2 * (kernel // 2) * dil - dil * (kernel - 1) - 1) // stride + 1
+    p = (kernel // 2) * dil
+    return (n, c, hw, hw, k, kernel, kernel, out, out, stride, stride, p, p, dil, dil, groups)
+
+
+@pytest.mark.parametrize("shape,tile", [
+    (_shape(1, 64, 56, 64), 4),        # ResNet stage 1: 196 F(4x4) tiles
+    (_shape(1, 128, 28, 128), 4),      # 49 tiles
+    (_shape(1, 256, 14, 256), 2),      # 16 F(4x4) tiles are too few; 49 F(2x2) tiles
+    (_shape(3, 256, 14, 256), 4),      # a batch of 3 has 48
+    (_shape(1, 512, 7, 512), 0),       # 16 F(2x2) tiles: direct
+    (_shape(4, 512, 7, 512), 2),
+    (_shape(1, 8, 56, 64), 0),         # too few input channels
+    (_shape(1, 64, 56, 8), 0),         # too few output channels
+    (_shape(1, 64, 56, 64, stride=2), 0),
+    (_shape(1, 64, 56, 64, dil=2), 0),
+    (_shape(1, 64, 56, 64, groups=2), 0),
+    (_shape(1, 64, 56, 64, kernel=5), 0),
+    (_shape(1, 64, 56, 64, kernel=1), 0),
+])
+def test_winograd_tile_rule(shape, tile):
+    assert layout.winograd_tile(shape) == tile
+
+
+def winograd_graph() -> Graph:
+    g, (x, y) = graph_with_inputs((F32, (2, 16, 20, 18)), (F32, (1, 16, 14, 14)))
+    a = conv(g, x, 16, 24)                           # F(4x4): 2 * 5 * 5 = 50 tiles
+    b = conv(g, a, 24, 24, act="none", residual=a)   # F(4x4), the residual is also the input
+    c = conv(g, b, 24, 24, residual=a)               # F(4x4), a's last reader: in place
+    d = conv(g, c, 24, 32, act="silu", bias=False)   # F(4x4), no bias
+    e = conv(g, y, 16, 16)                           # F(2x2): 49 tiles
+    f = conv(g, e, 16, 16, stride=2)                 # direct
+    h = conv(g, e, 16, 16, residual=e)               # F(2x2)
+    g.outputs = [d, f, h]
+    return g
+
+
+def test_winograd_convolutions_match_reference(tmp_path, cache_dir):
+    g = winograd_graph()
+    parts, model = build(g, tmp_path / "inspect", cache_dir)
+    model.close()
+    assert parts.manifest["nhwc_convolutions"] == 7 and parts.manifest["winograd_convolutions"] == 6
+    src = parts.files["src/model.cpp"].decode()
+    assert src.count("conv2d_winograd_nhwc_f32(s, 4,") == 4 and src.count("conv2d_winograd_nhwc_f32(s, 2,") == 2
+    assert src.count("in place: the output takes the bytes of") == 1
+    feeds = random_feeds(g, seed=8)
+    given = {k: v.copy() for k, v in feeds.items()}
+    check(g, tmp_path, cache_dir, feeds=feeds, tol=TOL)
+    for k in feeds:
+        np.testing.assert_array_equal(feeds[k], given[k])
+
+
+def test_winograd_opt_out_runs_every_convolution_directly(tmp_path, cache_dir):
+    from accelc.backends.base import BackendOptions
+    from accelc.backends.cpu_amx.backend import CpuAmxBackend
+    from accelc.targets import get_target
+    from test_backend_cpu import Loaded
+    g = winograd_graph()
+    feeds = random_feeds(g, seed=9)
+    results = []
+    for winograd in (True, False):
+        parts = CpuAmxBackend().lower(g, get_target("host"), BackendOptions(cache_dir=cache_dir, winograd=winograd))
+        assert parts.manifest["winograd_convolutions"] == (6 if winograd else 0)
+        assert ("conv2d_winograd_nhwc_f32" in parts.files["src/model.cpp"].decode()) == winograd
+        model = Loaded(parts, tmp_path / str(winograd), 0)
+        try:
+            results.append(model(feeds))
+        finally:
+            model.close()
+    for name in g.outputs:
+        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-4, atol=1e-4)

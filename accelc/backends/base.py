@@ -18,6 +18,7 @@ class BackendOptions:
     allow_tf32: bool = False       # CUDA: fp32 GEMMs may use TF32 tensor cores (10-bit mantissa products)
     cutlass_dir: str | None = None # CUDA: CUTLASS include root; None: the nvidia-cutlass package
     fpga: Any = None               # FPGA: FpgaOptions or a dict of them (bits, io, reuse_factor, ...)
+    winograd: bool = True          # CPU: 3x3 stride-1 fp32 convolutions may run as Winograd convolutions
 
 
 @dataclass

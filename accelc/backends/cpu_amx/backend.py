@@ -30,7 +30,8 @@ class CpuAmxBackend:
         variants = isa.variants_for(target)
         graph, n_wide = horizontal.fuse_parallel_gemms(graph)
         graph, n_attention = codegen_attention.legalize(graph)
-        graph, n_nhwc = layout.to_nhwc(graph)
+        graph, n_nhwc = layout.to_nhwc(graph, winograd=options.winograd)
+        n_winograd = layout.count_winograd(graph)
         gen = codegen.generate(graph, variants)
         builder = Builder(options.cache_dir, verbose=options.verbose, debug=options.debug)
         library, src_dir = builder.build_model(gen.model_cpp, gen.config_h, variants)
@@ -59,6 +60,7 @@ class CpuAmxBackend:
             "fused_attention": n_attention,
             "merged_gemm_groups": n_wide,
             "nhwc_convolutions": n_nhwc,
+            "winograd_convolutions": n_winograd,
         }
         return CompiledParts(files, manifest)
 

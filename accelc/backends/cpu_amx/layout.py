@@ -47,6 +47,7 @@ class ConvNhwcAttrs:
     stride_w, pad_top, pad_left, dil_h, dil_w, groups."""
     shape: tuple[int, ...]
     activation: Activation = Activation()
+    winograd: int = 0        # Winograd tile size m (F(m x m, 3 x 3)); 0: the direct implicit GEMM
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,37 @@ def _pool_attrs(graph: Graph, node: Node) -> PoolNhwcAttrs | None:
                          tuple(g.pads_end), tuple(g.dilations), bool(node.attrs.count_include_pad))
 
 
-def to_nhwc(graph: Graph) -> tuple[Graph, int]:
+# Winograd needs this many output tiles (of all images) to pay: each block of tiles re-reads all (m+2)^2
+# transformed filters, (m+2)^2 / 9 times the bytes of the 3x3 ones, so a layer of few tiles is bound by
+# reading them. ResNet-18 at batch 1 (interleaved A/B, 2 threads): F(4x4) on 56x56 and 28x28 (196 and 49
+# tiles), F(2x2) on 14x14 (49 tiles), 7x7 direct (16 F(2x2) tiles) ran 1.51x the all-direct artifact;
+# F(4x4) on 14x14 (16 tiles) too: 1.46x; F(2x2) on 7x7 too: 1.39x.
+WINOGRAD_MIN_TILES = 40
+
+
+def winograd_tile(shape: tuple[int, ...]) -> int:
+    """The Winograd tile size m (F(m x m, 3 x 3), kernels/accelc_winograd.cpp) for a convolution of this
+    Conv2dShape, 0 for the direct kernel. Only 3x3 stride-1 undilated single-group convolutions with at
+    least 16 input and output channels qualify (fewer make each per-position GEMM too thin to gain); the
+    larger tile wherever the output has WINOGRAD_MIN_TILES tiles of it."""
+    n, c, _, _, k, r, s, oh, ow, sh, sw, _, _, dh, dw, groups = shape
+    if (r, s, sh, sw, dh, dw, groups) != (3, 3, 1, 1, 1, 1, 1) or c < 16 or k < 16:
+        return 0
+    for m in (4, 2):
+        if n * -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:
+            return m
+    return 0
+
+
+def count_winograd(graph: Graph) -> int:
+    """How many convolutions of a :func:`to_nhwc` graph run as Winograd convolutions."""
+    return sum(1 for n in graph.nodes if n.op == CONV_OP and n.attrs.winograd)
+
+
+def to_nhwc(graph: Graph, winograd: bool = True) -> tuple[Graph, int]:
     """The graph with its convolutions (and what lies between them) in NHWC, and how many convolutions
-    were converted (see the module doc)."""
+    were converted (see the module doc). ``winograd``: 3x3 convolutions may run as Winograd
+    convolutions (:func:`winograd_tile`)."""
     if os.environ.get(LAYOUT_ENV, "").lower() == "nchw":
         return graph, 0
     g = graph.copy()
@@ -143,7 +172,8 @@ def to_nhwc(graph: Graph) -> tuple[Graph, int]:
             out = node.outputs[0]
             ins = (nhwc(x), w, bias, nhwc(res) if res else "")
             y = produce(out)
-            nodes.append(Node(CONV_OP, ins, (y,), ConvNhwcAttrs(shape, act), node.name))
+            tile = winograd_tile(shape) if winograd else 0
+            nodes.append(Node(CONV_OP, ins, (y,), ConvNhwcAttrs(shape, act, tile), node.name))
             converted += 1
             continue
         inputs = [i for i in node.inputs if i]
@@ -202,19 +232,27 @@ def lower_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
     out = node.outputs[0]
     N, C, H, W, K, R, S, OH, OW, sh, sw, pt, pl, dh, dw, groups = a.shape
     em = ctx.em
-    packed = packing.pack_conv_nhwc_f32(ctx.const(w), groups)
+    m = a.winograd
+    packed = packing.pack_winograd_f32(ctx.const(w), m) if m else packing.pack_conv_nhwc_f32(ctx.const(w), groups)
     w_expr = ctx.weight(packed, "float")
     bias_expr = f32_operand(ctx, bias, (K,), (K,), "bias") if bias else None
     res_expr = ctx.ptr(res) if res else None
     if res:
         ctx.write_over(out, res)
     em.comment(f"NHWC {R}x{S} convolution, {C} -> {K} channels, {H}x{W} -> {OH}x{OW}"
-               + (f", {groups} groups" if groups > 1 else ""))
+               + (f", {groups} groups" if groups > 1 else "") + (f", Winograd F({m}x{m}, 3x3)" if m else ""))
     em.line("const Conv2dShape s{" + ", ".join(str(v) for v in a.shape) + "};")
-    em.line(f"if (conv_nhwc_packed_elems(s) != {packed.size}) "
-            "return fail(4, \"internal: NHWC conv weights were packed for another shape\");")
+    if m:
+        em.line(f"if (!winograd_supported(s, {m}) || winograd_packed_elems({C}, {K}, {m}) != {packed.size}) "
+                "return fail(4, \"internal: Winograd conv weights were packed for another shape\");")
+    else:
+        em.line(f"if (conv_nhwc_packed_elems(s) != {packed.size}) "
+                "return fail(4, \"internal: NHWC conv weights were packed for another shape\");")
     emit_epilogue(ctx, 1.0, 1.0, a.activation, bias_expr, 1 if bias_expr else 0, res_expr, K)
-    em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
+    if m:
+        em.line(f"conv2d_winograd_nhwc_f32(s, {m}, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
+    else:
+        em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
 
 
 @lowering(POOL_OP)
@@ -236,4 +274,4 @@ def lower_pool_nhwc(ctx: LowerCtx, node: Node) -> None:
         em.line(f"avg_pool_nhwc_f32(s, {'true' if a.count_include_pad else 'false'}, {ctx.ptr(x)}, {ctx.ptr(out)});")
 
 
-__all__ = ["CONV_OP", "POOL_OP", "ConvNhwcAttrs", "PoolNhwcAttrs", "to_nhwc"]
+__all__ = ["CONV_OP", "POOL_OP", "ConvNhwcAttrs", "PoolNhwcAttrs", "count_winograd", "to_nhwc", "winograd_tile"]

@@ -1051,3 +1051,28 @@ def test_conv2d_winograd_is_bitwise_independent_of_thread_count(kernel_lib, vari
     assert not np.isnan(results[0]).any()
     for got in results[1:]:
         np.testing.assert_array_equal(results[0], got)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("m", [2, 4])
+def test_conv2d_winograd_nan_stays_in_the_tiles_that_read_it(kernel_lib, variant, m):
+    """A NaN input pixel makes NaN every output whose receptive field holds it (as the direct kernel does)
+    and, through the transforms, the other outputs of the tiles whose input patch holds it; nothing else."""
+    lib = kernel_lib(variant)
+    conv = WINOGRAD_CONVS["many_blocks"]
+    _, x, w, (n, oh, ow, k) = nhwc_case_data(conv, 13)
+    pad = conv[8][0]
+    ih, iw = 13, 9
+    x[1, ih, iw, 3] = np.nan
+    y = run_conv_winograd(lib, conv, m, x, w, {})
+    nan_px = np.isnan(y).any(axis=3)
+    assert not nan_px[0].any()
+    for oy in range(oh):
+        for ox in range(ow):
+            in_field = 0 <= ih - (oy - pad) < 3 and 0 <= iw - (ox - pad) < 3
+            ty, tx = oy // m * m - pad, ox // m * m - pad        # the tile's input patch origin
+            in_patch = ty <= ih < ty + m + 2 and tx <= iw < tx + m + 2
+            if in_field:
+                assert np.isnan(y[1, oy, ox]).all(), (oy, ox)
+            if not in_patch:
+                assert not nan_px[1, oy, ox], (oy, ox)

@@ -16,9 +16,10 @@
 //
 // Rounding differs from the direct convolution: the transforms add and scale before multiplying. Worst
 // error seen over the kernel tests' shapes, relative to sum |x||w| of the output: F(2x2) 1.4e-7, about
-// the direct kernel's own (2.6e-7); F(4x4) 2.0e-6, since its transforms hold 4, 5 and 8. Deterministic
-// and thread-count independent: every output element takes the same operations in the same order
-// whichever thread runs its block.
+// the direct kernel's own (2.6e-7); F(4x4) 2.0e-6, since its transforms hold 4, 5 and 8. A NaN or inf
+// input pixel reaches every output of each tile whose input patch holds it (the transforms mix the
+// patch), not only the outputs whose 3x3 window holds it. Deterministic and thread-count independent:
+// every output element takes the same operations in the same order whichever thread runs its block.
 #include <omp.h>
 
 #include "accelc_gemm.h"

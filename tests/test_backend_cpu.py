@@ -899,6 +899,23 @@ def test_special_values_exp_family_and_masked_softmax(tmp_path, cache_dir):
         check(g, tmp_path, cache_dir, feeds, tol=(3e-6, 1e-30))   # fp32 underflow vs the float64 reference
 
 
+@pytest.mark.parametrize("rows,r", [(130, 5), (3, 1), (64, 15), (7000, 2)])
+def test_softmax_short_rows(tmp_path, cache_dir, rows, r):
+    """Rows shorter than a vector take a blocked path (blocks of 64 rows, exponentials in one pass); a
+    partial last block, a row of one, special values and a size that runs on the team are checked."""
+    g, (x,) = graph_with_inputs((F32, (rows, r)))
+    g.outputs = g.add_node("Softmax", [x], SoftmaxAttrs(-1)) + g.add_node("LogSoftmax", [x], SoftmaxAttrs(-1))
+    feeds = random_feeds(g, seed=rows)
+    feeds[x] *= 20
+    if r > 1:
+        feeds[x][0, 0] = -np.inf                  # a masked entry
+        feeds[x][1, 1] = np.nan                   # NaN in, NaN out (the whole row)
+        feeds[x][-1, -1] = 80.0                   # large: the max shift keeps exp finite
+    with np.errstate(all="ignore"):
+        # atol: LogSoftmax's x - max - log(sum) near 0 keeps log(sum)'s absolute fp32 error (~1e-7)
+        check(g, tmp_path, cache_dir, feeds, tol=(3e-6, 2.5e-7))
+
+
 def test_reduce_mean_last_axis_bf16(tmp_path, cache_dir):
     g, (x,) = graph_with_inputs((BF16, (4, 300)))
     g.outputs = g.add_node("ReduceMean", [x], ReduceAttrs((-1,), True)) + g.add_node("Softmax", [x], SoftmaxAttrs(-1))

@@ -15,6 +15,7 @@ namespace ACCELC_NS {
 namespace {
 
 constexpr int64_t kParallelWork = 1 << 15;   // below this many elements a kernel runs on one thread
+constexpr int64_t kShortSoftmax = 16;         // softmax rows shorter than this take the blocked path
 
 // body(i) for every row i < n: on the OpenMP team when `parallel`, else on the calling thread without
 // an OpenMP construct (a parallel region turned off by an if clause still builds and frees a one-thread
@@ -458,6 +459,39 @@ void softmax(DT dt, bool log, int64_t outer, int64_t r, int64_t inner, const voi
     using T = decltype(zero);
     const T* x = static_cast<const T*>(in);
     T* y = static_cast<T*>(out);
+    if (inner == 1 && r < kShortSoftmax) {
+      // Short rows (a classifier's few classes): a per-row vector loop would be all remainder, so the
+      // exponentials of a block of rows are taken in one vectorized pass over the block's contiguous
+      // values, each once. Jet-tagging MLP, 1024 rows of 5: 68 -> 17 us.
+      constexpr int64_t kRows = 64;
+      parallel_rows((outer + kRows - 1) / kRows, outer * r > kParallelWork, [&](int64_t b) {
+        const int64_t o0 = b * kRows, rows = outer - o0 < kRows ? outer - o0 : kRows;
+        const T* xb = x + o0 * r;
+        T* yb = y + o0 * r;
+        float mx[kRows], e[kRows * kShortSoftmax];
+        for (int64_t i = 0; i < rows; ++i) {
+          float m = -INFINITY;
+          for (int64_t k = 0; k < r; ++k) { const float v = load_f(xb, i * r + k); m = v > m ? v : m; }
+          mx[i] = m;
+          for (int64_t k = 0; k < r; ++k) e[i * r + k] = load_f(xb, i * r + k) - m;
+        }
+        const int64_t len = rows * r;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) e[j] = vexp(e[j]);
+        for (int64_t i = 0; i < rows; ++i) {
+          float s = 0.f;
+          for (int64_t k = 0; k < r; ++k) s += e[i * r + k];
+          if (log) {
+            const float ls = std::log(s);
+            for (int64_t k = 0; k < r; ++k) store_f(yb, i * r + k, load_f(xb, i * r + k) - mx[i] - ls);
+          } else {
+            const float inv = 1.f / s;
+            for (int64_t k = 0; k < r; ++k) store_f(yb, i * r + k, e[i * r + k] * inv);
+          }
+        }
+      });
+      return;
+    }
     if (inner == 1) {
       // the common case (softmax over the last axis): contiguous rows, vectorized max / exp / sum
       parallel_rows(outer, outer * r > kParallelWork, [&](int64_t o) {

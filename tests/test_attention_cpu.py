@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 from onnx import TensorProto, helper, numpy_helper
 
 import accelc
-from accelc.backends.cpu_amx.codegen_attention import reshape_strides
+from accelc.backends.cpu_amx.codegen_attention import _collapse, _regroup, reshape_strides
 
 F = TensorProto.FLOAT
 
@@ -71,6 +71,28 @@ def test_reshape_strides_refuses_a_merge_that_needs_a_copy():
     view = np.zeros((3, 4), np.float32).T          # merging a transposed pair is not a view
     assert reshape_strides(view.shape, tuple(s // 4 for s in view.strides), (12,)) is None
     assert reshape_strides((2, 3), (3, 1), (5,)) is None   # element counts differ
+
+
+def test_a_merge_no_stride_reads_survives_until_a_later_reshape_splits_it():
+    """[S, B, 3, E] projection output: Q = [:, :, 0] read as [S, B*H, D] merges B (stride 3E) with H
+    (stride D), which no single stride reads; the [B, H, S, D] reshape after the transpose splits it
+    again, and the result reads what NumPy's copies give."""
+    s_, b, h, d = 5, 3, 2, 4
+    e = h * d
+    base = np.arange(s_ * b * 3 * e, dtype=np.float32).reshape(s_, b, 3 * e)
+    q_view = base[:, :, :e]                                         # Gather of index 0 after the split
+    strides = tuple(st // 4 for st in q_view.strides)
+    dims = tuple(((n, st),) for n, st in zip(q_view.shape, strides))
+    merged = _regroup(dims, (s_, b * h, d))
+    assert merged is not None and _collapse(merged[1]) is None     # not a strided tensor
+    perm = (1, 0, 2)
+    split = _regroup(tuple(merged[p] for p in perm), (b, h, s_, d))
+    st = [_collapse(x) for x in split]
+    assert None not in st
+    want = q_view.reshape(s_, b * h, d).transpose(perm).reshape(b, h, s_, d)
+    got = as_strided(base, shape=(b, h, s_, d), strides=[x * 4 for x in st])
+    np.testing.assert_array_equal(got, want)
+    assert _regroup(dims, (s_, 7, 1)) is None                        # a size that does not divide
 
 
 # ---- whole models ------------------------------------------------------------------------------------------
@@ -183,6 +205,10 @@ def test_encoder_export_fuses_every_layer(cache, tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 16, 64)).astype(np.float32)
     cm = accelc.compile(path, "host", cache_dir=cache, measure_accuracy=False)
     assert fused_count(cm) == 2
+    src = cm.artifact.member("src/model.cpp").decode()
+    # Q, K and V are read where the packed in-projection wrote them: its Unsqueeze/Transpose/Squeeze/Gather
+    # split and the batch*heads merge that a later Reshape undoes leave no copies behind
+    assert "] Gather '" not in src and "] Squeeze '" not in src
     with torch.inference_mode():
         ref = mod(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(cm(x), ref, rtol=1e-4, atol=1e-4)

@@ -10,10 +10,12 @@ of score rows per thread in cache, and writes the result where the consumer want
 
 1. ``attention_match.find_attention`` finds softmax(Q K^T * scale + mask) V.
 2. Each of Q, K and V is traced back through view-like producers: Transpose, Reshape / Flatten /
-   Squeeze / Unsqueeze (when the strides allow it without a copy), Gather of one constant index, Slice
-   and Split with constant bounds, and Mul/Div by a constant scalar (folded into the scale). The kernel
-   then reads the oldest tensor of the chain through 4-D strides [batch, head, row, column]; the copies
-   the chain made become dead and are removed.
+   Squeeze / Unsqueeze, Gather of one constant index, Slice and Split with constant bounds, and Mul/Div
+   by a constant scalar (folded into the scale). A reshape that merges dimensions no single stride reads
+   (PyTorch's packed in-projection merges batch and heads that way) is kept as sub-dimensions while a
+   later reshape splits them again. The kernel then reads the oldest tensor whose chain ends in a
+   strided view through 4-D strides [batch, head, row, column]; the copies the chain made become dead
+   and are removed.
 3. When the result's only reader is a Transpose that keeps the last axis last, the kernel writes the
    transposed layout directly and the Transpose disappears.
 
@@ -57,43 +59,91 @@ def dense_view(graph: Graph, v: str) -> View:
 def reshape_strides(shape, strides, new_shape) -> tuple[int, ...] | None:
     """Strides that read ``new_shape`` from a strided tensor without a copy, or None when none exist
     (the row-major order of the new shape must walk groups of input dims that are contiguous in memory)."""
-    old = [(s, st) for s, st in zip(shape, strides) if s != 1]
-    new = list(new_shape)
-    if any(s == 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(new, dtype=np.int64)):
+    if any(s == 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(new_shape, dtype=np.int64)):
         return None
-    out = [0] * len(new)
-    oi = ni = 0
-    while oi < len(old) and ni < len(new):
-        np_, op_ = new[ni], old[oi][0]
-        oj, nj = oi + 1, ni + 1
-        while np_ != op_:
-            if np_ < op_:
-                np_ *= new[nj]
-                nj += 1
-            else:
-                op_ *= old[oj][0]
-                oj += 1
-        for ok in range(oi, oj - 1):
-            if old[ok][1] != old[ok + 1][0] * old[ok + 1][1]:
+    dims = _regroup(tuple(((n, st),) if n != 1 else () for n, st in zip(shape, strides)), tuple(new_shape))
+    if dims is None:
+        return None
+    out = [_collapse(d) for d in dims]
+    return None if any(st is None for st in out) else tuple(out)
+
+
+# A logical dimension as row-major sub-dimensions (size, stride), sizes > 1: a merge of dimensions no
+# single stride reads (the Q/K/V of a packed QKV projection merge batch and head this way before a later
+# Reshape splits them again) stays representable until the view is read.
+Dim = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class _Chain:
+    base: str
+    offset: int
+    shape: tuple[int, ...]
+    dims: tuple[Dim, ...]
+
+
+def _chain(view: View) -> _Chain:
+    return _Chain(view.base, view.offset, view.shape,
+                  tuple(((n, st),) if n != 1 else () for n, st in zip(view.shape, view.strides)))
+
+
+def _collapse(dim: Dim) -> int | None:
+    """The one stride that reads ``dim``, None if its sub-dimensions do not merge (0 for a size-1 dim)."""
+    for (_, outer), (n, inner) in zip(dim, dim[1:]):
+        if outer != n * inner:
+            return None
+    return dim[-1][1] if dim else 0
+
+
+def _as_view(c: _Chain) -> View | None:
+    strides = [_collapse(d) for d in c.dims]
+    return None if any(st is None for st in strides) else View(c.base, c.offset, c.shape, tuple(strides))
+
+
+def _regroup(dims: tuple[Dim, ...], new_shape: tuple[int, ...]) -> tuple[Dim, ...] | None:
+    """``dims`` read as ``new_shape`` (same element count, row-major order), splitting sub-dimensions where
+    a new dimension ends inside one; None when a new size does not divide the sub-dimension it cuts."""
+    atoms = [a for d in dims for a in d]
+    out: list[Dim] = []
+    k = 0
+    for n in new_shape:
+        if n == 0:
+            return None
+        group: list[tuple[int, int]] = []
+        need = n
+        while need > 1:
+            if k >= len(atoms):
                 return None
-        out[nj - 1] = old[oj - 1][1]
-        for nk in range(nj - 1, ni, -1):
-            out[nk - 1] = out[nk] * new[nk]
-        oi, ni = oj, nj
-    return tuple(out)   # trailing new dims (all of size 1) keep stride 0: they are never stepped
+            size, st = atoms[k]
+            if size <= need:
+                if need % size:
+                    return None
+                group.append((size, st))
+                need //= size
+                k += 1
+            else:
+                if size % need:
+                    return None
+                group.append((need, st * (size // need)))   # the outer part; the inner stays for the next dims
+                atoms[k] = (size // need, st)
+                need = 1
+        out.append(tuple(group))
+    return tuple(out) if k == len(atoms) else None
 
 
-def _apply(graph: Graph, node: Node, out: str, view: View) -> View | None:
+def _apply(graph: Graph, node: Node, out: str, view: _Chain) -> _Chain | None:
     """The view of ``out`` (an output of ``node``) given the view of node.inputs[0]; None if it is a copy."""
-    shape, strides, offset = list(view.shape), list(view.strides), view.offset
+    shape, dims, offset = list(view.shape), list(view.dims), view.offset
     out_shape = static_shape(graph, out)
     op = node.op
     if op == "Transpose":
         perm = node.attrs.perm if node.attrs.perm is not None else tuple(reversed(range(len(shape))))
-        return View(view.base, offset, tuple(shape[p] for p in perm), tuple(strides[p] for p in perm))
+        return _Chain(view.base, offset, tuple(shape[p] for p in perm), tuple(dims[p] for p in perm))
     if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
-        st = reshape_strides(shape, strides, out_shape)
-        return None if st is None else View(view.base, offset, out_shape, st)
+        if any(n == 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(out_shape, dtype=np.int64)):
+            return None
+        new = _regroup(tuple(dims), out_shape)
+        return None if new is None else _Chain(view.base, offset, out_shape, new)
     if op == "Gather":
         idx = node.inputs[1]
         if idx not in graph.constants or graph.constants[idx].size != 1:
@@ -103,25 +153,34 @@ def _apply(graph: Graph, node: Node, out: str, view: View) -> View | None:
         i = i + shape[axis] if i < 0 else i
         if not 0 <= i < shape[axis]:
             return None
-        offset += i * strides[axis]
+        for size, st in reversed(dims[axis]):       # the index's digits over the sub-dimensions
+            offset += (i % size) * st
+            i //= size
         if graph.constants[idx].ndim == 0:
-            del shape[axis], strides[axis]
+            del shape[axis], dims[axis]
         else:
-            shape[axis] = 1
-        return View(view.base, offset, tuple(shape), tuple(strides)) if tuple(shape) == out_shape else None
-    if op == "Slice":
-        if any(v and v not in graph.constants for v in node.inputs[1:]):
-            return None
-        for axis, r in enumerate(_slice_params(graph, node)):
-            offset += (r.start if len(r) else 0) * strides[axis]
-            shape[axis], strides[axis] = len(r), strides[axis] * r.step
-        return View(view.base, offset, tuple(shape), tuple(strides))
-    if op == "Split":
-        axis = node.attrs.axis % len(shape)
-        k = list(node.outputs).index(out)
-        offset += sum(node.attrs.sizes[:k]) * strides[axis]
-        shape[axis] = node.attrs.sizes[k]
-        return View(view.base, offset, tuple(shape), tuple(strides))
+            shape[axis], dims[axis] = 1, ()
+        return _Chain(view.base, offset, tuple(shape), tuple(dims)) if tuple(shape) == out_shape else None
+    if op in ("Slice", "Split"):
+        if op == "Slice":
+            if any(v and v not in graph.constants for v in node.inputs[1:]):
+                return None
+            ranges = list(_slice_params(graph, node))
+        else:
+            axis = node.attrs.axis % len(shape)
+            k = list(node.outputs).index(out)
+            start = sum(node.attrs.sizes[:k])
+            ranges = [range(n) if a != axis else range(start, start + node.attrs.sizes[k]) for a, n in enumerate(shape)]
+        for axis, r in enumerate(ranges):
+            if len(r) == shape[axis] and r.step == 1:
+                continue                              # the whole axis: its sub-dimensions stay
+            st = _collapse(tuple(dims[axis]))
+            if st is None:
+                return None
+            offset += (r.start if len(r) else 0) * st
+            shape[axis] = len(r)
+            dims[axis] = ((len(r), st * r.step),) if len(r) > 1 else ()
+        return _Chain(view.base, offset, tuple(shape), tuple(dims))
     return None
 
 
@@ -158,15 +217,21 @@ def trace_view(graph: Graph, producers: dict[str, Node], v: str) -> tuple[View, 
             cur = node.inputs[0]
         else:
             break
-    view, factor = dense_view(graph, cur), 1.0
-    for node, out, scale in reversed(chain):
-        if scale is not None:       # elementwise: the same view, another factor
-            view, factor = View(view.base, view.offset, static_shape(graph, out), view.strides), factor * scale
-            continue
-        nxt = _apply(graph, node, out, view)
-        # a step that needs a copy: start again from the tensor that step materialises
-        view, factor = (nxt, factor) if nxt is not None else (dense_view(graph, out), 1.0)
-    return view, factor
+    steps = chain[::-1]                                  # oldest first; steps[i] reads bases[i]
+    bases = [cur] + [out for _, out, _ in steps]
+    for start in range(len(steps) + 1):                  # the oldest base every later step reads as a view
+        view, factor = _chain(dense_view(graph, bases[start])), 1.0
+        for node, out, scale in steps[start:]:
+            if scale is not None:   # elementwise: the same view, another factor
+                view, factor = _Chain(view.base, view.offset, static_shape(graph, out), view.dims), factor * scale
+                continue
+            view = _apply(graph, node, out, view)
+            if view is None:
+                break
+        final = _as_view(view) if view is not None else None
+        if final is not None:
+            return final, factor
+    raise AssertionError("unreachable: the dense view of the value itself always reads it")
 
 
 def _as4(strides: tuple[int, ...], rank: int) -> tuple[int, ...]:

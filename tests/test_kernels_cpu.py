@@ -1041,9 +1041,13 @@ def test_conv2d_winograd_in_place_over_its_residual(kernel_lib, variant, m):
 
 @pytest.mark.parametrize("variant", RUNNABLE)
 @pytest.mark.parametrize("m", [2, 4])
-def test_conv2d_winograd_is_bitwise_independent_of_thread_count(kernel_lib, variant, m):
+@pytest.mark.parametrize("case", ["many_blocks", "few_tiles"])
+def test_conv2d_winograd_is_bitwise_independent_of_thread_count(kernel_lib, variant, m, case):
+    """Few tiles on several threads take the shared-block path (run_shared), one thread the per-thread
+    blocks: the results must not differ by a bit."""
     lib = kernel_lib(variant)
-    conv = WINOGRAD_CONVS["many_blocks"]
+    conv = {"many_blocks": WINOGRAD_CONVS["many_blocks"],
+            "few_tiles": (1, 64, 7, 7, 72, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)}[case]
     rng, x, w, (n, oh, ow, k) = nhwc_case_data(conv, 11)
     ep = {"bias_mode": 1, "bias": rng.standard_normal(k).astype(np.float32), "act": "gelu",
           "residual": rng.standard_normal((n * oh * ow, k)).astype(np.float32)}

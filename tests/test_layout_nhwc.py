@@ -261,8 +261,10 @@ def _shape(n, c, hw, k, kernel=3, stride=1, dil=1, groups=1):
     (_shape(1, 128, 28, 128), 4),      # 49 tiles
     (_shape(1, 256, 14, 256), 2),      # 16 F(4x4) tiles are too few; 49 F(2x2) tiles
     (_shape(3, 256, 14, 256), 4),      # a batch of 3 has 48
-    (_shape(1, 512, 7, 512), 0),       # 16 F(2x2) tiles: direct
+    (_shape(1, 512, 7, 512), 2),       # 4 F(4x4) tiles, 16 F(2x2) tiles
+    (_shape(1, 512, 6, 512), 0),       # 9 F(2x2) tiles: direct
     (_shape(4, 512, 7, 512), 2),
+    (_shape(10, 512, 7, 512), 4),
     (_shape(1, 8, 56, 64), 0),         # too few input channels
     (_shape(1, 64, 56, 8), 0),         # too few output channels
     (_shape(1, 64, 56, 64, stride=2), 0),

@@ -99,24 +99,27 @@ def _pool_attrs(graph: Graph, node: Node) -> PoolNhwcAttrs | None:
                          tuple(g.pads_end), tuple(g.dilations), bool(node.attrs.count_include_pad))
 
 
-# Winograd needs this many output tiles (of all images) to pay: each block of tiles re-reads all (m+2)^2
-# transformed filters, (m+2)^2 / 9 times the bytes of the 3x3 ones, so a layer of few tiles is bound by
-# reading them. ResNet-18 at batch 1 (interleaved A/B, 2 threads): F(4x4) on 56x56 and 28x28 (196 and 49
-# tiles), F(2x2) on 14x14 (49 tiles), 7x7 direct (16 F(2x2) tiles) ran 1.51x the all-direct artifact;
-# F(4x4) on 14x14 (16 tiles) too: 1.46x; F(2x2) on 7x7 too: 1.39x.
-WINOGRAD_MIN_TILES = 40
+# Output tiles (of all images) a layer needs for Winograd to pay: F(4x4)'s 36 transformed filters are 4x
+# the bytes of the 3x3 ones, and a layer of few tiles is bound by reading them, so F(4x4) needs
+# WINOGRAD_MIN_TILES_F4 of its tiles, else F(2x2) (16 filters, 1.8x) WINOGRAD_MIN_TILES_F2 of its own.
+# ResNet-18 at batch 1, 2 threads, interleaved A/B: F(4x4) on 56x56 and 28x28 (196 and 49 tiles) and
+# F(2x2) on 14x14 (49 tiles) ran 1.51x the all-direct artifact, F(4x4) on 14x14 (16 tiles) instead
+# gained nothing more; F(2x2) on 7x7 (16 tiles, 512 channels) took those layers from 1.59-1.66 to
+# 1.36-1.40 ms (+5% on the model).
+WINOGRAD_MIN_TILES_F4 = 40
+WINOGRAD_MIN_TILES_F2 = 16
 
 
 def winograd_tile(shape: tuple[int, ...]) -> int:
     """The Winograd tile size m (F(m x m, 3 x 3), kernels/accelc_winograd.cpp) for a convolution of this
     Conv2dShape, 0 for the direct kernel. Only 3x3 stride-1 undilated single-group convolutions with at
     least 16 input and output channels qualify (fewer make each per-position GEMM too thin to gain); the
-    larger tile wherever the output has WINOGRAD_MIN_TILES tiles of it."""
+    larger tile where the output has enough tiles of it (WINOGRAD_MIN_TILES_F4 / _F2)."""
     n, c, _, _, k, r, s, oh, ow, sh, sw, _, _, dh, dw, groups = shape
     if (r, s, sh, sw, dh, dw, groups) != (3, 3, 1, 1, 1, 1, 1) or c < 16 or k < 16:
         return 0
-    for m in (4, 2):
-        if n * -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES:
+    for m, least in ((4, WINOGRAD_MIN_TILES_F4), (2, WINOGRAD_MIN_TILES_F2)):
+        if n * -(-oh // m) * -(-ow // m) >= least:
             return m
     return 0
 

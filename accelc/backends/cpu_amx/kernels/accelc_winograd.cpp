@@ -82,11 +82,31 @@ struct Tf<4> {
   }
 };
 
-// Tiles of the layer: TH x TW per image, indexed t = (n*TH + th)*TW + tw.
+// Tiles of the layer: th x tw per image, indexed t = (n*th + i)*tw + j.
 struct Grid {
   Conv2dShape s;
-  int m, th, tw, tiles;
+  int th, tw, tiles;
+  // Image n of tile t and the (row, column) of its first output pixel, for tiles of M x M pixels.
+  template <int M>
+  void origin(int t, int& n, int& oh0, int& ow0) const {
+    n = t / (th * tw);
+    const int q = t % (th * tw);
+    oh0 = (q / tw) * M;
+    ow0 = (q % tw) * M;
+  }
 };
+
+// The per-call buffers, carved from one thread's scratch: a zero row (ldv floats, the input of taps in
+// the padding), then V (vfl floats) and Mt.
+struct Buffers {
+  float *zero, *V, *Mt;
+};
+inline Buffers carve_buffers(int ldv, size_t vfl, size_t mfl) {
+  const size_t bytes = (static_cast<size_t>(ldv) + vfl + mfl) * sizeof(float);
+  float* zero = static_cast<float*>(thread_scratch(t_wino_scratch, bytes, "Winograd convolution scratch"));
+  for (int c = 0; c < ldv; ++c) zero[c] = 0.f;
+  return {zero, zero + ldv, zero + ldv + vfl};
+}
 
 // V[pos][i][c] (ld = ldv per tile row, pos stride pstride) for tiles [t0, t0 + rows) of x.
 template <int M>
@@ -95,8 +115,9 @@ void transform_input(const Grid& g, const float* x, int t0, int rows, const floa
   constexpr int A = Tf<M>::A;
   const Conv2dShape& s = g.s;
   for (int i = 0; i < rows; ++i) {
-    const int t = t0 + i, n = t / (g.th * g.tw), q = t % (g.th * g.tw);
-    const int ih0 = (q / g.tw) * M - s.pad_top, iw0 = (q % g.tw) * M - s.pad_left;
+    int n, oh0, ow0;
+    g.origin<M>(t0 + i, n, oh0, ow0);
+    const int ih0 = oh0 - s.pad_top, iw0 = ow0 - s.pad_left;
     const float* img = x + static_cast<size_t>(n) * s.H * s.W * s.C;
     const float* src[A][A];
     for (int r = 0; r < A; ++r)
@@ -136,8 +157,8 @@ void transform_output(const Grid& g, const float* Mt, int ldm, size_t pstride, i
   constexpr int A = Tf<M>::A;
   const Conv2dShape& s = g.s;
   for (int i = 0; i < rows; ++i) {
-    const int t = t0 + i, n = t / (g.th * g.tw), q = t % (g.th * g.tw);
-    const int oh0 = (q / g.tw) * M, ow0 = (q % g.tw) * M;
+    int n, oh0, ow0;
+    g.origin<M>(t0 + i, n, oh0, ow0);
     const int vh = imin(M, s.OH - oh0), vw = imin(M, s.OW - ow0);  // output pixels that exist
     const int m_first = (n * s.OH + oh0) * s.OW + ow0;               // epilogue row of pixel (oh0, ow0)
     const float* in = Mt + static_cast<size_t>(i) * ldm;
@@ -187,11 +208,9 @@ void run_shared(const Grid& g, const float* x, const float* packed, float* y, co
   const int ldv = round_up(s.C, kW), ldm = round_up(s.K, kW), tiles = g.tiles;
   const size_t u_stride = packed_b_elems_f32(s.C, s.K);
   const size_t vps = static_cast<size_t>(tiles) * ldv, mps = static_cast<size_t>(tiles) * ldm;
-  const size_t bytes = (static_cast<size_t>(ldv) + P * vps + P * mps) * sizeof(float);
-  float* zero = static_cast<float*>(thread_scratch(t_wino_scratch, bytes, "Winograd convolution scratch"));
-  float* V = zero + ldv;
-  float* Mt = V + P * vps;
-  for (int c = 0; c < ldv; ++c) zero[c] = 0.f;
+  const Buffers buf = carve_buffers(ldv, P * vps, P * mps);
+  const float* zero = buf.zero;
+  float *V = buf.V, *Mt = buf.Mt;
   const int pgroups = ceil_div(ceil_div(s.K, 16), kPanels), tasks = P * pgroups;
   const int per = ceil_div(tiles, threads);
   Epilogue plain;
@@ -219,36 +238,32 @@ void run_shared(const Grid& g, const float* x, const float* packed, float* y, co
 template <int M>
 void run(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep) {
   constexpr int A = Tf<M>::A, P = A * A;
-  Grid g{s, M, ceil_div(s.OH, M), ceil_div(s.OW, M), 0};
+  Grid g{s, ceil_div(s.OH, M), ceil_div(s.OW, M), 0};
   g.tiles = s.N * g.th * g.tw;
-  const int ldv = round_up(s.C, kW), ldm = round_up(s.K, kW);
-  const size_t u_stride = packed_b_elems_f32(s.C, s.K);
   const double macs = static_cast<double>(g.tiles) * P * s.C * s.K;
   const int threads = plan_threads(macs);
+  if (threads > 1 && !omp_in_parallel() && g.tiles < kShareTiles * threads)
+    return run_shared<M>(g, x, packed, y, ep, threads);
+  const int ldv = round_up(s.C, kW), ldm = round_up(s.K, kW);
+  const size_t u_stride = packed_b_elems_f32(s.C, s.K);
   // Blocks of about 48 tiles (a GEMM of 48 rows reuses each weight panel 48 times from L1), their count
   // a multiple of the thread count, their sizes within one of each other.
   const int blocks = round_up(ceil_div(g.tiles, 48), threads);
   const int tb = ceil_div(g.tiles, blocks), nblocks = ceil_div(g.tiles, tb);
   const size_t vfl = static_cast<size_t>(P) * tb * ldv, mfl = static_cast<size_t>(P) * tb * ldm;
-  const size_t bytes = (static_cast<size_t>(ldv) + vfl + mfl) * sizeof(float);
   const bool parallel = nblocks > 1 && threads > 1 && !omp_in_parallel();
   Epilogue plain;  // the per-position GEMMs store their sums as they are
-  if (threads > 1 && !omp_in_parallel() && g.tiles < kShareTiles * threads)
-    return run_shared<M>(g, x, packed, y, ep, threads);
 #pragma omp parallel if (parallel)
   {
-    float* zero = static_cast<float*>(thread_scratch(t_wino_scratch, bytes, "Winograd convolution scratch"));
-    float* V = zero + ldv;
-    float* Mt = V + vfl;
-    for (int c = 0; c < ldv; ++c) zero[c] = 0.f;
+    const Buffers buf = carve_buffers(ldv, vfl, mfl);  // each thread's own
 #pragma omp for schedule(dynamic, 1)
     for (int b = 0; b < nblocks; ++b) {
       const int t0 = b * tb, rows = imin(tb, g.tiles - t0);
       const size_t vps = static_cast<size_t>(rows) * ldv, mps = static_cast<size_t>(rows) * ldm;
-      transform_input<M>(g, x, t0, rows, zero, V, ldv, vps);
+      transform_input<M>(g, x, t0, rows, buf.zero, buf.V, ldv, vps);
       for (int pos = 0; pos < P; ++pos)
-        gemm_f32(rows, s.K, s.C, V + pos * vps, ldv, packed + pos * u_stride, Mt + pos * mps, ldm, plain);
-      transform_output<M>(g, Mt, ldm, mps, t0, rows, y, ep);
+        gemm_f32(rows, s.K, s.C, buf.V + pos * vps, ldv, packed + pos * u_stride, buf.Mt + pos * mps, ldm, plain);
+      transform_output<M>(g, buf.Mt, ldm, mps, t0, rows, y, ep);
     }
   }
 }

@@ -59,13 +59,8 @@ def dense_view(graph: Graph, v: str) -> View:
 def reshape_strides(shape, strides, new_shape) -> tuple[int, ...] | None:
     """Strides that read ``new_shape`` from a strided tensor without a copy, or None when none exist
     (the row-major order of the new shape must walk groups of input dims that are contiguous in memory)."""
-    if any(s == 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(new_shape, dtype=np.int64)):
-        return None
-    dims = _regroup(tuple(((n, st),) if n != 1 else () for n, st in zip(shape, strides)), tuple(new_shape))
-    if dims is None:
-        return None
-    out = [_collapse(d) for d in dims]
-    return None if any(st is None for st in out) else tuple(out)
+    dims = _reshape(_dims(shape, strides), tuple(shape), tuple(new_shape))
+    return None if dims is None else _strides(dims)
 
 
 # A logical dimension as row-major sub-dimensions (size, stride), sizes > 1: a merge of dimensions no
@@ -82,9 +77,12 @@ class _Chain:
     dims: tuple[Dim, ...]
 
 
+def _dims(shape, strides) -> tuple[Dim, ...]:
+    return tuple(((n, st),) if n != 1 else () for n, st in zip(shape, strides))
+
+
 def _chain(view: View) -> _Chain:
-    return _Chain(view.base, view.offset, view.shape,
-                  tuple(((n, st),) if n != 1 else () for n, st in zip(view.shape, view.strides)))
+    return _Chain(view.base, view.offset, view.shape, _dims(view.shape, view.strides))
 
 
 def _collapse(dim: Dim) -> int | None:
@@ -95,9 +93,15 @@ def _collapse(dim: Dim) -> int | None:
     return dim[-1][1] if dim else 0
 
 
+def _strides(dims: tuple[Dim, ...]) -> tuple[int, ...] | None:
+    """One stride per dimension, None if a dimension's sub-dimensions do not merge."""
+    strides = tuple(_collapse(d) for d in dims)
+    return None if None in strides else strides
+
+
 def _as_view(c: _Chain) -> View | None:
-    strides = [_collapse(d) for d in c.dims]
-    return None if any(st is None for st in strides) else View(c.base, c.offset, c.shape, tuple(strides))
+    strides = _strides(c.dims)
+    return None if strides is None else View(c.base, c.offset, c.shape, strides)
 
 
 def _regroup(dims: tuple[Dim, ...], new_shape: tuple[int, ...]) -> tuple[Dim, ...] | None:
@@ -131,6 +135,13 @@ def _regroup(dims: tuple[Dim, ...], new_shape: tuple[int, ...]) -> tuple[Dim, ..
     return tuple(out) if k == len(atoms) else None
 
 
+def _reshape(dims: tuple[Dim, ...], shape: tuple[int, ...], new_shape: tuple[int, ...]) -> tuple[Dim, ...] | None:
+    """``dims`` of a tensor of ``shape`` read as ``new_shape``; None for an empty tensor or another count."""
+    if any(n == 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(new_shape, dtype=np.int64)):
+        return None
+    return _regroup(dims, new_shape)
+
+
 def _apply(graph: Graph, node: Node, out: str, view: _Chain) -> _Chain | None:
     """The view of ``out`` (an output of ``node``) given the view of node.inputs[0]; None if it is a copy."""
     shape, dims, offset = list(view.shape), list(view.dims), view.offset
@@ -140,9 +151,7 @@ def _apply(graph: Graph, node: Node, out: str, view: _Chain) -> _Chain | None:
         perm = node.attrs.perm if node.attrs.perm is not None else tuple(reversed(range(len(shape))))
         return _Chain(view.base, offset, tuple(shape[p] for p in perm), tuple(dims[p] for p in perm))
     if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
-        if any(n == 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) != int(np.prod(out_shape, dtype=np.int64)):
-            return None
-        new = _regroup(tuple(dims), out_shape)
+        new = _reshape(tuple(dims), tuple(shape), out_shape)
         return None if new is None else _Chain(view.base, offset, out_shape, new)
     if op == "Gather":
         idx = node.inputs[1]

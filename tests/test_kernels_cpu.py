@@ -1081,3 +1081,66 @@ def test_conv2d_winograd_nan_stays_in_the_tiles_that_read_it(kernel_lib, variant
                 assert np.isnan(y[1, oy, ox]).all(), (oy, ox)
             if not in_patch:
                 assert not nan_px[1, oy, ox], (oy, ox)
+
+
+# ---- work splits (Blocking): the compile-time tuner's knobs change the speed, never a bit ------------
+
+BLOCKINGS = [(1, 0, 0), (5, 1, 0), (24, 3, 0), (0, 16, 0), (100000, 0, 0), (7, 100, 0)]
+
+
+def with_blockings(lib: KernelLib, run, blockings) -> list:
+    """run()'s result under each work split (planned again afterwards), at 3 threads (uneven shares)."""
+    results = []
+    try:
+        lib.threads(3)
+        for b in blockings:
+            lib.lib.accelc_test_set_blocking(*b)
+            results.append(run())
+    finally:
+        lib.lib.accelc_test_set_blocking(0, 0, 0)
+        lib.threads(os.cpu_count() or 1)
+    return results
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+def test_gemm_work_split_keeps_every_bit(kernel_lib, variant):
+    lib = kernel_lib(variant)
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((203, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 150)).astype(np.float32)
+    ep = {"bias_mode": 1, "bias": rng.standard_normal(150).astype(np.float32), "act": "gelu",
+          "residual": rng.standard_normal((203, 150)).astype(np.float32)}
+    results = with_blockings(lib, lambda: run_gemm(lib, "f32", a, b, ep), [(0, 0, 0)] + BLOCKINGS)
+    assert not np.isnan(results[0]).any()
+    for blk, got in zip(BLOCKINGS, results[1:]):
+        np.testing.assert_array_equal(results[0], got, err_msg=f"blocking {blk}")
+
+
+@pytest.mark.parametrize("variant", NHWC_RUNNABLE)
+@pytest.mark.parametrize("case", ["3x3_s1_p1", "1x1_gemm", "stem_batch2", "groups2_mg40", "asymmetric_pads"])
+def test_conv2d_nhwc_work_split_keeps_every_bit(kernel_lib, variant, case):
+    lib = kernel_lib(variant)
+    conv = NHWC_CONVS[case]
+    rng, x, w, yshape = nhwc_case_data(conv, 8)
+    ep = {"bias_mode": 1, "bias": rng.standard_normal(conv[4]).astype(np.float32), "act": "relu",
+          "residual": rng.standard_normal((yshape[0] * yshape[1] * yshape[2], yshape[3])).astype(np.float32)}
+    results = with_blockings(lib, lambda: run_conv_nhwc(lib, conv, x, w, ep), [(0, 0, 0)] + BLOCKINGS)
+    assert not np.isnan(results[0]).any()
+    for blk, got in zip(BLOCKINGS, results[1:]):
+        np.testing.assert_array_equal(results[0], got, err_msg=f"{case} blocking {blk}")
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("m", [2, 4])
+def test_conv2d_winograd_work_split_keeps_every_bit(kernel_lib, variant, m):
+    """Shared block or per-thread blocks of any size: the same bits (the tuner chooses among them)."""
+    lib = kernel_lib(variant)
+    conv = WINOGRAD_CONVS["many_blocks"]
+    rng, x, w, (n, oh, ow, k) = nhwc_case_data(conv, 12)
+    ep = {"bias_mode": 1, "bias": rng.standard_normal(k).astype(np.float32), "act": "gelu",
+          "residual": rng.standard_normal((n * oh * ow, k)).astype(np.float32)}
+    splits = [(0, 0, 1), (0, 0, 2), (5, 0, 2), (1, 0, 0), (1000, 0, 2), (16, 0, 1)]
+    results = with_blockings(lib, lambda: run_conv_winograd(lib, conv, m, x, w, ep), [(0, 0, 0)] + splits)
+    assert not np.isnan(results[0]).any()
+    for blk, got in zip(splits, results[1:]):
+        np.testing.assert_array_equal(results[0], got, err_msg=f"F({m}x{m}) blocking {blk}")

@@ -472,7 +472,8 @@ void build_small_table(const Geometry& G, const float* x, int m0, int m1, int g,
   }
 }
 
-void general(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep) {
+void general(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep,
+             const Blocking& blk) {
   Geometry G{s, s.C / s.groups, s.K / s.groups, 0, s.R * s.S, 0, s.OH * s.OW};
   G.Kg = G.taps * G.Cg;
   G.npg = ceil_div(G.Mg, 16);
@@ -484,7 +485,7 @@ void general(const Conv2dShape& s, const float* x, const float* packed, float* y
 
   // Tiles planned as for gemm_f32 (tiling.h), panel groups a multiple of kNP; the loop below is
   // for_each_task's, with the per-thread scratch set up once per thread.
-  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, G.Kg, macs), kNP, macs);
+  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, G.Kg, macs), kNP, macs, blk);
   const int mb = t.mb, pb = t.pb, pblocks = t.pblocks, tasks = t.mblocks * t.pblocks;
   const int max_blk = ceil_div(mb, kMR);
   const size_t zero_floats = static_cast<size_t>(round_up(imax(s.C, L), 16));
@@ -732,14 +733,15 @@ void pack_conv_nhwc_f32(const Conv2dShape& s, const float* w, float* packed) {
   }
 }
 
-void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep) {
+void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep,
+                     const Blocking& blk) {
   const int Cg = s.C / s.groups, Mg = s.K / s.groups;
   if (s.N <= 0 || s.K <= 0 || s.OH <= 0 || s.OW <= 0) return;
   if (Cg == 1 && Mg == 1) return nhwc::depthwise_nhwc(s, x, packed_w, y, ep);
   const bool pointwise = s.groups == 1 && s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.OH == s.H && s.OW == s.W;
-  if (pointwise) return gemm_f32(s.N * s.OH * s.OW, s.K, s.C, x, s.C, packed_w, y, s.K, ep);
-  nhwc::general(s, x, packed_w, y, ep);
+  if (pointwise) return gemm_f32(s.N * s.OH * s.OW, s.K, s.C, x, s.C, packed_w, y, s.K, ep, blk);
+  nhwc::general(s, x, packed_w, y, ep, blk);
 }
 
 }  // namespace ACCELC_NS

@@ -324,7 +324,8 @@ void pack_b_bf16(int K, int N, const float* B, int ldb, bool trans, uint16_t* Bp
 }
 
 // ---- GEMM entry points ----------------------------------------------------------------------------
-void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc, const Epilogue& ep) {
+void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc, const Epilogue& ep,
+              const Blocking& blk) {
   if (M <= 0 || N <= 0) return;
   if (K < 0) K = 0;
   const int npanels = ceil_div(N, 16);
@@ -333,7 +334,7 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
 #if defined(ACCELC_VARIANT_AVX2)
   // Row blocks and balanced micro-blocks as planned in tiling.h (A: up to 192 x K in L2). Splitting K
   // into cache blocks measured slower on this kernel (the panel streams well from L2).
-  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, K, macs), 1, macs);
+  const Tiling t = plan_tiles(M, npanels, balanced_row_block(M, K, macs), 1, macs, blk);
   const bool simple = epi::is_simple(ep);
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
     const RowBlocks<avx2::kMR> rb(m1 - m0);
@@ -349,7 +350,7 @@ void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, flo
     }
   });
 #else
-  const Tiling t = plan_tiles(M, npanels, 4 * avx512::kMR, 2, macs);
+  const Tiling t = plan_tiles(M, npanels, 4 * avx512::kMR, 2, macs, blk);
   const bool simple = epi::is_simple(ep);
   for_each_task(M, npanels, t, macs, [&](int m0, int m1, int p0, int p1, NoThreadCtx&) {
     for (int p = p0; p < p1; p += 2) {

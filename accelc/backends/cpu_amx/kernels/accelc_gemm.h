@@ -46,6 +46,20 @@ struct Epilogue {
   float act_alpha = 0.f, act_beta = 0.f;   // LeakyRelu slope = act_alpha; Clip min = act_alpha, max = act_beta
 };
 
+// How one call splits its work into tasks; a zero field leaves that choice to the built-in plan
+// (tiling.h, accelc_winograd.cpp). Every split gives the same bits: a task owns whole output elements
+// and K is never split, so only the speed changes. The compiler's tuner (tuning.py) measures
+// candidates per call site and bakes the fastest into model.cpp (accelc_tuning.h).
+//   gemm_f32, conv2d_nhwc_f32: rows   = rows (output pixels) per task
+//                              panels = 16-column weight panels per task (rounded up to the kernel's
+//                                       panel grouping: 2 on AVX-512)
+//   conv2d_winograd_nhwc_f32:  rows   = tiles per block
+//                              shared = 1: all threads share one block of all tiles, 2: each thread
+//                                       runs blocks of its own (see run_shared)
+struct Blocking {
+  int rows = 0, panels = 0, shared = 0;
+};
+
 // ---- packed B ---------------------------------------------------------------------------------
 // The layouts are variant-independent, so one weights.bin serves every variant (packing.py writes
 // the same bytes at compile time).
@@ -66,7 +80,7 @@ void pack_b_bf16(int K, int N, const float* B, int ldb, bool trans, uint16_t* Bp
 // values (no multiple-of requirements). C may not alias A, Bp, bias; it may alias the residual when
 // ldr == ldc (each element's residual is read before the element is written).
 void gemm_f32(int M, int N, int K, const float* A, int lda, const float* Bp, float* C, int ldc,
-              const Epilogue& ep);
+              const Epilogue& ep, const Blocking& blk = Blocking());
 // A rounded to bf16 (nearest even) on the fly, products of bf16 values, fp32 accumulation.
 void gemm_bf16(int M, int N, int K, const float* A, int lda, const uint16_t* Bp, float* C, int ldc,
                const Epilogue& ep);
@@ -108,7 +122,8 @@ void conv2d_bf16(const Conv2dShape& s, const float* x, const uint16_t* w, float*
 // the residual is [N][OH][OW][K] with ldr = K. Deterministic and thread-count independent like the GEMMs.
 size_t conv_nhwc_packed_elems(const Conv2dShape& s);
 void pack_conv_nhwc_f32(const Conv2dShape& s, const float* w, float* packed);
-void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep);
+void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w, float* y, const Epilogue& ep,
+                     const Blocking& blk = Blocking());
 
 // ---- Winograd NHWC convolution (accelc_winograd.cpp) ----------------------------------------------
 // F(m x m, 3 x 3), m = 2 or 4, for the 3x3 convolutions with stride 1, dilation 1 and one group, any
@@ -118,7 +133,7 @@ void conv2d_nhwc_f32(const Conv2dShape& s, const float* x, const float* packed_w
 bool winograd_supported(const Conv2dShape& s, int m);
 size_t winograd_packed_elems(int C, int K, int m);
 void conv2d_winograd_nhwc_f32(const Conv2dShape& s, int m, const float* x, const float* packed_u, float* y,
-                              const Epilogue& ep);
+                              const Epilogue& ep, const Blocking& blk = Blocking());
 
 // ---- fused attention ---------------------------------------------------------------------------
 // out[b,h] = softmax(scale * Q[b,h] K[b,h]^T + mask[b,h]) V[b,h] for b < batch, h < heads, with fp32

@@ -236,19 +236,19 @@ void run_shared(const Grid& g, const float* x, const float* packed, float* y, co
 }
 
 template <int M>
-void run(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep) {
+void run(const Conv2dShape& s, const float* x, const float* packed, float* y, const Epilogue& ep, const Blocking& blk) {
   constexpr int A = Tf<M>::A, P = A * A;
   Grid g{s, ceil_div(s.OH, M), ceil_div(s.OW, M), 0};
   g.tiles = s.N * g.th * g.tw;
   const double macs = static_cast<double>(g.tiles) * P * s.C * s.K;
   const int threads = plan_threads(macs);
-  if (threads > 1 && !omp_in_parallel() && g.tiles < kShareTiles * threads)
-    return run_shared<M>(g, x, packed, y, ep, threads);
+  const bool share = blk.shared == 1 || (blk.shared == 0 && g.tiles < kShareTiles * threads);
+  if (threads > 1 && !omp_in_parallel() && share) return run_shared<M>(g, x, packed, y, ep, threads);
   const int ldv = round_up(s.C, kW), ldm = round_up(s.K, kW);
   const size_t u_stride = packed_b_elems_f32(s.C, s.K);
-  // Blocks of about 48 tiles (a GEMM of 48 rows reuses each weight panel 48 times from L1), their count
-  // a multiple of the thread count, their sizes within one of each other.
-  const int blocks = round_up(ceil_div(g.tiles, 48), threads);
+  // Blocks of about 48 tiles (a GEMM of 48 rows reuses each weight panel 48 times from L1) or blk.rows,
+  // their count a multiple of the thread count, their sizes within one of each other.
+  const int blocks = round_up(ceil_div(g.tiles, blk.rows > 0 ? blk.rows : 48), threads);
   const int tb = ceil_div(g.tiles, blocks), nblocks = ceil_div(g.tiles, tb);
   const size_t vfl = static_cast<size_t>(P) * tb * ldv, mfl = static_cast<size_t>(P) * tb * ldm;
   const bool parallel = nblocks > 1 && threads > 1 && !omp_in_parallel();
@@ -282,10 +282,10 @@ bool winograd_supported(const Conv2dShape& s, int m) {
 }
 
 void conv2d_winograd_nhwc_f32(const Conv2dShape& s, int m, const float* x, const float* packed_u, float* y,
-                              const Epilogue& ep) {
+                              const Epilogue& ep, const Blocking& blk) {
   if (s.N <= 0 || s.C <= 0 || s.K <= 0 || s.OH <= 0 || s.OW <= 0) return;
-  if (m == 4) wino::run<4>(s, x, packed_u, y, ep);
-  else wino::run<2>(s, x, packed_u, y, ep);
+  if (m == 4) wino::run<4>(s, x, packed_u, y, ep, blk);
+  else wino::run<2>(s, x, packed_u, y, ep, blk);
 }
 
 }  // namespace ACCELC_NS

@@ -30,15 +30,20 @@ struct Tiling {
 };
 
 // Tasks of `mb` rows times up to 8 panels (128 columns), pb a multiple of pb_align; fewer panels per
-// task while that leaves threads without two tasks each.
-inline Tiling plan_tiles(int M, int npanels, int mb, int pb_align, double macs) {
+// task while that leaves threads without two tasks each. A Blocking's non-zero fields replace the
+// planned row block and panel group (accelc_gemm.h); the result is the same either way.
+inline Tiling plan_tiles(int M, int npanels, int mb, int pb_align, double macs, const Blocking& blk = Blocking()) {
   Tiling t;
-  t.mb = mb;
-  t.mblocks = ceil_div(M, mb);
+  t.mb = blk.rows > 0 ? (blk.rows < M ? blk.rows : (M > 0 ? M : 1)) : mb;
+  t.mblocks = ceil_div(M, t.mb);
   const int threads = plan_threads(macs);
-  t.pb = round_up(8, pb_align);
-  while (t.pb > pb_align && static_cast<long>(t.mblocks) * ceil_div(npanels, t.pb) < 2L * threads)
-    t.pb -= pb_align;
+  if (blk.panels > 0) {
+    t.pb = round_up(blk.panels, pb_align);
+  } else {
+    t.pb = round_up(8, pb_align);
+    while (t.pb > pb_align && static_cast<long>(t.mblocks) * ceil_div(npanels, t.pb) < 2L * threads)
+      t.pb -= pb_align;
+  }
   t.pblocks = ceil_div(npanels, t.pb);
   return t;
 }

@@ -22,6 +22,9 @@ ACCELC_NS::Epilogue make_epilogue(const float* f /*alpha, beta, act_alpha, act_b
   return ep;
 }
 
+// The work split the f32 GEMM and the NHWC convolutions get (accelc_test_set_blocking); zero = planned.
+ACCELC_NS::Blocking g_blocking;
+
 ACCELC_NS::Conv2dShape make_shape(const int* v) {
   return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
 }
@@ -31,6 +34,12 @@ ACCELC_NS::Conv2dShape make_shape(const int* v) {
 extern "C" {
 
 void accelc_test_set_threads(int n) { omp_set_num_threads(n); }
+
+void accelc_test_set_blocking(int rows, int panels, int shared) {
+  g_blocking.rows = rows;
+  g_blocking.panels = panels;
+  g_blocking.shared = shared;
+}
 
 int accelc_test_amx_init(const char** reason) { return ACCELC_NS::amx_init(reason) ? 1 : 0; }
 
@@ -48,7 +57,8 @@ void accelc_test_gemm(int kind, int M, int N, int K, const void* A, int lda, con
                       const float* epi_f, const int* epi_i, const float* bias, const float* residual) {
   const ACCELC_NS::Epilogue ep = make_epilogue(epi_f, epi_i, bias, residual);
   if (kind == 0)
-    ACCELC_NS::gemm_f32(M, N, K, static_cast<const float*>(A), lda, static_cast<const float*>(Bp), C, ldc, ep);
+    ACCELC_NS::gemm_f32(M, N, K, static_cast<const float*>(A), lda, static_cast<const float*>(Bp), C, ldc, ep,
+                        g_blocking);
   else if (kind == 1)
     ACCELC_NS::gemm_bf16(M, N, K, static_cast<const float*>(A), lda, static_cast<const uint16_t*>(Bp), C, ldc, ep);
   else
@@ -80,7 +90,7 @@ void accelc_test_pack_conv_nhwc(const int* shape, const float* w, float* packed)
 
 void accelc_test_conv2d_nhwc(const int* shape, const float* x, const float* packed, float* y, const float* epi_f,
                              const int* epi_i, const float* bias, const float* residual) {
-  ACCELC_NS::conv2d_nhwc_f32(make_shape(shape), x, packed, y, make_epilogue(epi_f, epi_i, bias, residual));
+  ACCELC_NS::conv2d_nhwc_f32(make_shape(shape), x, packed, y, make_epilogue(epi_f, epi_i, bias, residual), g_blocking);
 }
 
 size_t accelc_test_winograd_packed_elems(int c, int k, int m) { return ACCELC_NS::winograd_packed_elems(c, k, m); }
@@ -91,7 +101,8 @@ int accelc_test_winograd_supported(const int* shape, int m) {
 
 void accelc_test_conv2d_winograd(const int* shape, int m, const float* x, const float* packed, float* y,
                                  const float* epi_f, const int* epi_i, const float* bias, const float* residual) {
-  ACCELC_NS::conv2d_winograd_nhwc_f32(make_shape(shape), m, x, packed, y, make_epilogue(epi_f, epi_i, bias, residual));
+  ACCELC_NS::conv2d_winograd_nhwc_f32(make_shape(shape), m, x, packed, y, make_epilogue(epi_f, epi_i, bias, residual),
+                                      g_blocking);
 }
 
 }  // extern "C"

@@ -47,6 +47,16 @@ def _shape_arg(text: str) -> tuple[str, str]:
     return name, dims
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got '{text}'")
+    return value
+
+
 def _count_arg(least: int):
     def parse(text: str) -> int:
         try:
@@ -129,7 +139,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                               shapes=shapes or None, threads=args.threads, cache_dir=args.cache_dir,
                               debug=args.debug, dump_after=args.dump_after, stop_after=args.stop_after,
                               progress=progress, measure_accuracy=not args.no_accuracy, fpga=fpga,
-                              winograd=not args.no_winograd)
+                              winograd=not args.no_winograd, tune=args.tune, tune_budget=args.tune_budget)
     progress(f"writing {out}")
     path = write(compiled.artifact, out, overwrite=args.force, layout="dir" if args.output_dir_layout else None)
     report = compiled.manifest["backend"].get("report")
@@ -386,6 +396,13 @@ def _print_manifest(man: dict[str, Any]) -> None:
                 if back.get(key)]
     if rewrites:
         print(f"  backend rewrites: {', '.join(rewrites)}")
+    tuned = back.get("tuning")
+    if tuned:
+        if tuned.get("skipped"):
+            print(f"  tuning: skipped ({tuned['skipped']})")
+        else:
+            print(f"  tuning: {tuned.get('retuned_sites', 0)} of {tuned.get('sites', 0)} call sites run a measured "
+                  f"work split ({tuned.get('variant')} variant, {tuned.get('threads')} threads)")
     sig = man.get("signature", {})
     print("inputs:")
     for p in sig.get("inputs", []):
@@ -532,6 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-winograd", action="store_true",
                    help="CPU: run 3x3 convolutions directly, never as Winograd convolutions (which are faster "
                         "but round differently; see docs/INTERNALS.md)")
+    p.add_argument("--tune", action="store_true",
+                   help="CPU: time candidate work splits of each GEMM/convolution on this machine and keep the "
+                        "fastest (same results; measurements cached in the build cache)")
+    p.add_argument("--tune-budget", type=_seconds_arg, default=60.0, metavar="SECONDS",
+                   help="CPU: most seconds --tune may measure in one compile (default 60)")
     p.add_argument("--dir", dest="output_dir_layout", action="store_true",
                    help="write the artifact as a directory instead of a zip")
     p.add_argument("--cache-dir", help="build cache directory (default ~/.cache/accelc)")

@@ -115,7 +115,8 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
             shapes: Mapping[str, Any] | None = None, threads: int = 0, cache_dir: str | os.PathLike | None = None,
             debug: bool = False, dump_after: Iterable[str] = (), stop_after: str | None = None,
             progress: Progress | None = None, measure_accuracy: bool = True,
-            fpga: Mapping[str, Any] | None = None, winograd: bool = True) -> CompiledModel:
+            fpga: Mapping[str, Any] | None = None, winograd: bool = True, tune: bool = False,
+            tune_budget: float = 60.0) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ``onnx.ModelProto``) for ``target``.
 
     ``shapes`` fixes symbolic input dimensions (``{"input_ids": (1, 128)}`` or ``"1x128"``); backends
@@ -131,6 +132,10 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     ``winograd`` (CPU targets): fp32 3x3 stride-1 convolutions may run as Winograd convolutions, 1.5-2.7x
     faster on ResNet-style layers, with a rounding error up to ~10x the direct convolution's (still
     ~1e-6 of the summed magnitudes; see docs/INTERNALS.md). ``False`` keeps every convolution direct.
+
+    ``tune`` (CPU targets): time candidate work splits of every fp32 GEMM and convolution on this machine
+    and keep the fastest (backends/cpu_amx/tuning.py). Results are bit-identical either way; measurements
+    are cached, and ``tune_budget`` bounds the seconds they may take in one compile.
     """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
@@ -141,6 +146,10 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     if not isinstance(threads, int) or threads < 0:
         raise AccelcError(f"threads must be a non-negative integer (0: all cores), got {threads!r}")
     fixed_shapes = {str(k): parse_shape(v) for k, v in (shapes or {}).items()}
+    if tune and tgt.backend != "cpu_amx":
+        raise AccelcError(f"tuning applies to CPU targets; '{tgt.name}' is a {tgt.backend} target (drop --tune)")
+    if isinstance(tune_budget, bool) or not isinstance(tune_budget, (int, float)) or not tune_budget >= 0:
+        raise AccelcError(f"tune_budget must be a number of seconds >= 0, got {tune_budget!r}")
     if tgt.backend == "fpga_hls":
         if dtype != "fp32":
             raise AccelcError(f"dtype '{dtype}' does not apply to FPGA targets: they compute in fixed point, "
@@ -190,7 +199,9 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     t0 = time.perf_counter()
     say(f"backend: generating and building code for '{tgt.name}' ({len(graph.nodes)} nodes)")
     parts = backend.lower(graph, tgt, BackendOptions(threads=threads, cache_dir=_str(cache_dir), debug=debug,
-                                                     verbose=debug, fpga=fpga, winograd=bool(winograd)))
+                                                     verbose=debug, fpga=fpga, winograd=bool(winograd),
+                                                     tune=bool(tune), tune_budget_s=float(tune_budget),
+                                                     progress=progress))
     timings["backend"] = time.perf_counter() - t0
 
     manifest: dict[str, Any] = {
@@ -201,6 +212,7 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
         "model": _describe_model(model, reference_graph),
         "signature": signature_of(graph),
         "options": {"dtype": dtype, "opt_level": opt_level, "threads": threads, "winograd": bool(winograd),
+                    "tune": bool(tune),
                     "shapes": {k: list(v) for k, v in fixed_shapes.items()},
                     **({"stop_after": stop_after} if stop_after else {})},
         "pass_log": pass_log,

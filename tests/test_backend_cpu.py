@@ -790,7 +790,7 @@ def test_build_error_names_kept_source(tmp_path, cache_dir):
     from accelc.backends.cpu_amx.build import Builder
     from accelc.errors import BuildError
     with pytest.raises(BuildError, match="model.cpp"):
-        Builder(cache_dir).build_model("this is not C++;\n", "#pragma once\n", ["avx2"])
+        Builder(cache_dir).build_model("this is not C++;\n", "#pragma once\n", ["avx2"], "#pragma once\n")
 
 
 def test_spr_artifact_falls_back_to_avx2_here(tmp_path, cache_dir):

@@ -19,6 +19,9 @@ class BackendOptions:
     cutlass_dir: str | None = None # CUDA: CUTLASS include root; None: the nvidia-cutlass package
     fpga: Any = None               # FPGA: FpgaOptions or a dict of them (bits, io, reuse_factor, ...)
     winograd: bool = True          # CPU: 3x3 stride-1 fp32 convolutions may run as Winograd convolutions
+    tune: bool = False             # CPU: measure each GEMM/conv call site's work split (cpu_amx/tuning.py)
+    tune_budget_s: float = 60.0    # CPU: seconds the measurements may take (cached sites cost nothing)
+    progress: Any = None           # callable(str) for progress lines, or None
 
 
 @dataclass

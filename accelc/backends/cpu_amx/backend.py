@@ -12,7 +12,7 @@ from ...errors import BackendError
 from ...ir import Graph, Node
 from ...targets import Target
 from ..base import BackendOptions, CompiledParts
-from . import codegen, codegen_attention, horizontal, isa, layout
+from . import codegen, codegen_attention, horizontal, isa, layout, tuning
 from .build import KERNELS, RUNTIME_SRC, Builder
 
 ABI_VERSION = 1
@@ -34,13 +34,24 @@ class CpuAmxBackend:
         n_winograd = layout.count_winograd(graph)
         gen = codegen.generate(graph, variants)
         builder = Builder(options.cache_dir, verbose=options.verbose, debug=options.debug)
-        library, src_dir = builder.build_model(gen.model_cpp, gen.config_h, variants)
+        report = None
+        if options.tune:
+            say = options.progress or (lambda _msg: None)
+            say(f"tuning: {len(gen.tune_sites)} distinct GEMM/convolution call sites "
+                f"(budget {options.tune_budget_s:g}s)")
+            report = tuning.tune(gen.tune_sites, gen.tune_counts, variants, options.threads, builder,
+                                 budget_s=options.tune_budget_s, log=lambda m: say(f"tuning: {m}"))
+            if report.skipped:
+                say(f"tuning: skipped: {report.skipped}")
+        tuning_h = tuning.header(report)
+        library, src_dir = builder.build_model(gen.model_cpp, gen.config_h, variants, tuning_h)
         files = {
             "model.so": library.read_bytes(),
             "weights.bin": gen.weights,
             "include/accelc_model.h": gen.public_h.encode(),
             "src/model.cpp": gen.model_cpp.encode(),
             "src/accelc_model_config.h": gen.config_h.encode(),
+            "src/accelc_tuning.h": tuning_h.encode(),
         }
         for p in sorted(RUNTIME_SRC.iterdir()):
             if p.suffix in (".h", ".cpp"):
@@ -61,6 +72,7 @@ class CpuAmxBackend:
             "merged_gemm_groups": n_wide,
             "nhwc_convolutions": n_nhwc,
             "winograd_convolutions": n_winograd,
+            "tuning": report.manifest() if report else None,
         }
         return CompiledParts(files, manifest)
 

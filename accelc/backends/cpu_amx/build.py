@@ -129,13 +129,15 @@ class Builder:
         return out
 
     # -- the whole library --
-    def build_model(self, model_cpp: str, config_h: str, variants: list[str]) -> tuple[Path, Path]:
-        """Returns (path of the linked .so in the cache, directory holding the generated sources)."""
-        src_key = _key(model_cpp, config_h)
+    def build_model(self, model_cpp: str, config_h: str, variants: list[str], tuning_h: str) -> tuple[Path, Path]:
+        """Returns (path of the linked .so in the cache, directory holding the generated sources).
+        ``tuning_h`` is the generated accelc_tuning.h that model.cpp includes (tuning.header)."""
+        src_key = _key(model_cpp, config_h, tuning_h)
         src_dir = self.cache / "src" / src_key[:24]
         if not (src_dir / "model.cpp").exists():
             src_dir.mkdir(parents=True, exist_ok=True)
-            for name, text in (("accelc_model_config.h", config_h), ("model.cpp", model_cpp)):
+            for name, text in (("accelc_model_config.h", config_h), ("accelc_tuning.h", tuning_h),
+                               ("model.cpp", model_cpp)):
                 fd, tmp = tempfile.mkstemp(dir=src_dir)
                 with os.fdopen(fd, "w") as f:
                     f.write(text)
@@ -145,7 +147,7 @@ class Builder:
         for v in variants:
             flags = COMMON_FLAGS + self.debug_flags + VARIANTS[v].flags + (f"-DACCELC_NS={VARIANTS[v].namespace}",)
             jobs += [CompileJob(s, flags) for s in kernel_library_sources()]
-            jobs.append(CompileJob(src_dir / "model.cpp", flags))
+            jobs.append(CompileJob(src_dir / "model.cpp", flags, extra_digest=tuning_h))
         jobs.append(CompileJob(RUNTIME_SRC / "accelc_abi.cpp", ABI_FLAGS + self.debug_flags, extra_digest=config_h))
         workers = max(1, min(len(jobs), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:

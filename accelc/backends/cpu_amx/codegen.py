@@ -36,6 +36,8 @@ class GeneratedModel:
     arena_bytes: int
     weights_bytes: int
     signature: dict
+    tune_sites: list          # tuning.Site of each ACCELC_BLOCKING(i) in model.cpp
+    tune_counts: list         # calls per site
 
 
 def unsupported_nodes(graph: Graph) -> list[tuple[Node, str]]:
@@ -126,7 +128,8 @@ def generate(graph: Graph, variants: list[str]) -> GeneratedModel:
     sig = signature_of(graph)
     config_h = _config_header(graph, variants, sig, weights_bytes, plan.arena_bytes)
     public_h = _public_header(graph, sig, variants)
-    return GeneratedModel(model_cpp, config_h, public_h, weights_bytes, plan.arena_bytes, len(weights_bytes), sig)
+    return GeneratedModel(model_cpp, config_h, public_h, weights_bytes, plan.arena_bytes, len(weights_bytes), sig,
+                          ctx.tune_sites, ctx.tune_counts)
 
 
 def _describe(graph: Graph, v: str) -> str:
@@ -144,7 +147,7 @@ def _assemble(graph: Graph, ctx: LowerCtx, blocks, plan, output_copies, root) ->
                f"bytes (naive {plan.naive_bytes}), weights {ctx.weights.nbytes} bytes.")
     em.comment("Compiled once per ISA variant with -DACCELC_NS=accelc_<variant>; see accelc_model.h for the C ABI.")
     for inc in ("<cmath>", "<cstdint>", "<cstring>", "<omp.h>", '"accelc_types.h"', '"accelc_scalar.h"',
-                '"accelc_ops.h"', '"accelc_gemm.h"'):
+                '"accelc_ops.h"', '"accelc_gemm.h"', '"accelc_tuning.h"'):
         em.line(f"#include {inc}")
     em.blank()
     with em.block("namespace ACCELC_NS", "}  // namespace ACCELC_NS"):

@@ -85,6 +85,8 @@ class LowerCtx:
     node: Node | None = None
     em: CppEmitter = field(default_factory=CppEmitter)
     uses_gemm: bool = False
+    tune_sites: list = field(default_factory=list)       # distinct tuning.Site of the calls, in order
+    tune_counts: list = field(default_factory=list)      # how many calls share each site
 
     # -- values --
     def shape(self, value: str) -> tuple[int, ...]:
@@ -155,6 +157,16 @@ class LowerCtx:
         symbol = f"kScratch{len(self.scratch_requests)}"
         self.scratch_requests.append(ScratchRequest(symbol, int(nbytes), self.step, label))
         return f"reinterpret_cast<{ctype}*>(arena + {symbol})"
+
+    def blocking(self, site) -> str:
+        """The work-split argument (kernels/accelc_gemm.h, Blocking) of a tunable call: a reference to
+        the site's entry in the generated accelc_tuning.h (tuning.py). Equal sites share one entry."""
+        if site not in self.tune_sites:
+            self.tune_sites.append(site)
+            self.tune_counts.append(0)
+        i = self.tune_sites.index(site)
+        self.tune_counts[i] += 1
+        return f"ACCELC_BLOCKING({i})"
 
     def node_label(self) -> str:
         n = self.node

@@ -25,6 +25,7 @@ from .codegen_context import FLOAT_DTYPES, LowerCtx, lowering, numel, static_sha
 from .codegen_data import contiguous_strides, emit_index_copy_ptr
 from .codegen_elementwise import convert_expr, emit_loop
 from .emitter import c_float
+from .tuning import Site
 
 ACT = {"none": "Act::None", "relu": "Act::Relu", "leaky_relu": "Act::LeakyRelu", "gelu": "Act::Gelu",
        "gelu_tanh": "Act::GeluTanh", "sigmoid": "Act::Sigmoid", "tanh": "Act::Tanh", "silu": "Act::Silu",
@@ -252,7 +253,8 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     a_dense = a_offs == [t * M * K for t in range(nb)]
     if nb_b == 1 and a_dense and not bias_batched and bias_mode in (0, 1):
         em.comment(f"batch folded into M: one GEMM of {nb * M} rows")
-        em.line(f"{gemm_fn}({nb * M}, {N}, {K}, {a_expr}, {K}, {bp}, {c_expr}, {N}, ep);")
+        blk = f", {ctx.blocking(Site('gemm', (nb * M, N, K)))}" if gemm_fn == "gemm_f32" and K > 0 else ""
+        em.line(f"{gemm_fn}({nb * M}, {N}, {K}, {a_expr}, {K}, {bp}, {c_expr}, {N}, ep{blk});")
     else:
         em.line(f"static const int64_t a_off[] = {{{', '.join(map(str, a_offs))}}};")
         em.line(f"static const int64_t b_mat[] = {{{', '.join(map(str, b_offs))}}};")

@@ -32,6 +32,7 @@ from ...ir.ops.shape import ConcatAttrs, TransposeAttrs
 from . import packing
 from .codegen_context import LowerCtx, lowering, numel, static_shape
 from .codegen_linalg import conv_parts, emit_epilogue, f32_operand
+from .tuning import Site
 
 CONV_OP = "accelc_cpu.ConvNhwc"
 POOL_OP = "accelc_cpu.PoolNhwc"
@@ -253,9 +254,13 @@ def lower_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
                 "return fail(4, \"internal: NHWC conv weights were packed for another shape\");")
     emit_epilogue(ctx, 1.0, 1.0, a.activation, bias_expr, 1 if bias_expr else 0, res_expr, K)
     if m:
-        em.line(f"conv2d_winograd_nhwc_f32(s, {m}, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
-    else:
+        blk = ctx.blocking(Site("winograd", tuple(a.shape), m))
+        em.line(f"conv2d_winograd_nhwc_f32(s, {m}, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep, {blk});")
+    elif groups == C and groups == K:     # depthwise: no work split to tune
         em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
+    else:
+        blk = ctx.blocking(Site("conv", tuple(a.shape)))
+        em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep, {blk});")
 
 
 @lowering(POOL_OP)

@@ -126,7 +126,8 @@ def test_zero_budget_measures_nothing(tmp_path, cache):
 @needs_host
 def test_the_timing_driver_times_every_kind_of_site(tmp_path, cache):
     timer = tuning.Timer(Builder(cache), HOST)
-    sites = [Site("gemm", (50, 40, 30)), Site("conv", (1, 8, 9, 10, 20, 3, 3, 9, 10, 1, 1, 1, 1, 1, 1, 1)),
+    sites = [Site("gemm", (50, 40, 30)), Site("gemm", (50, 40, 30), act="gelu", residual=True),
+             Site("conv", (1, 8, 9, 10, 20, 3, 3, 9, 10, 1, 1, 1, 1, 1, 1, 1), act="clip", residual=True),
              Site("winograd", (1, 16, 9, 10, 20, 3, 3, 9, 10, 1, 1, 1, 1, 1, 1, 1), 2)]
     for site in sites:
         cands = [PLANNED] + tuning.row_candidates(site)[:2]
@@ -173,6 +174,7 @@ def test_tuned_artifact_gives_the_same_bits_and_caches_its_measurements(cache, m
     man = tuned.manifest["backend"]["tuning"]
     kinds = sorted(s.kind for s in searched)
     assert kinds == ["conv", "conv", "gemm", "winograd"], kinds
+    assert [s.act for s in searched if s.kind == "winograd"] == ["relu"]      # the fused Relu is timed too
     assert man["variant"] == HOST and man["sites"] == 4 and man["retuned_sites"] == 4 and man["measured_sites"] == 4
     header = tuned.artifact.member("src/accelc_tuning.h").decode()
     assert f"ACCELC_VARIANT_{HOST.upper()}" in header and header.count("{3, 1, 0}") == 3

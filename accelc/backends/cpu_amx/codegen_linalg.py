@@ -253,7 +253,8 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     a_dense = a_offs == [t * M * K for t in range(nb)]
     if nb_b == 1 and a_dense and not bias_batched and bias_mode in (0, 1):
         em.comment(f"batch folded into M: one GEMM of {nb * M} rows")
-        blk = f", {ctx.blocking(Site('gemm', (nb * M, N, K)))}" if gemm_fn == "gemm_f32" and K > 0 else ""
+        site = Site("gemm", (nb * M, N, K), act=s.act.kind, residual=res_expr is not None)
+        blk = f", {ctx.blocking(site)}" if gemm_fn == "gemm_f32" and K > 0 else ""
         em.line(f"{gemm_fn}({nb * M}, {N}, {K}, {a_expr}, {K}, {bp}, {c_expr}, {N}, ep{blk});")
     else:
         em.line(f"static const int64_t a_off[] = {{{', '.join(map(str, a_offs))}}};")

@@ -254,12 +254,12 @@ def lower_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
                 "return fail(4, \"internal: NHWC conv weights were packed for another shape\");")
     emit_epilogue(ctx, 1.0, 1.0, a.activation, bias_expr, 1 if bias_expr else 0, res_expr, K)
     if m:
-        blk = ctx.blocking(Site("winograd", tuple(a.shape), m))
+        blk = ctx.blocking(Site("winograd", tuple(a.shape), m, a.activation.kind, bool(res)))
         em.line(f"conv2d_winograd_nhwc_f32(s, {m}, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep, {blk});")
     elif groups == C and groups == K:     # depthwise: no work split to tune
         em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep);")
     else:
-        blk = ctx.blocking(Site("conv", tuple(a.shape)))
+        blk = ctx.blocking(Site("conv", tuple(a.shape), 0, a.activation.kind, bool(res)))
         em.line(f"conv2d_nhwc_f32(s, {ctx.ptr(x)}, {w_expr}, {ctx.ptr(out)}, ep, {blk});")
 
 

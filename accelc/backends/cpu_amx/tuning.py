@@ -52,10 +52,12 @@ DEFAULT_BUDGET_S = 60.0
 class Site:
     """One distinct call of a tunable kernel. ``dims``: gemm (M, N, K); conv and winograd the 16
     Conv2dShape fields (N, C, H, W, K, R, S, OH, OW, strides, pads, dilations, groups); ``m``: the
-    Winograd tile (2 or 4), 0 for the others."""
+    Winograd tile (2 or 4), 0 for the others. The epilogue is part of the site: it is timed too."""
     kind: str
     dims: tuple[int, ...]
     m: int = 0
+    act: str = "none"          # the epilogue's activation (an Activation kind): it costs time per element
+    residual: bool = False     # the epilogue adds a residual
 
     @property
     def macs(self) -> float:
@@ -84,14 +86,17 @@ class Site:
         return -(-n // 16)
 
     def describe(self) -> str:
+        epi = (f" +{self.act}" if self.act != "none" else "") + (" +residual" if self.residual else "")
         if self.kind == "gemm":
-            return "GEMM M={} N={} K={}".format(*self.dims)
+            return "GEMM M={} N={} K={}".format(*self.dims) + epi
         N, C, H, W, K, R, S = self.dims[:7]
         what = f"Winograd F({self.m}x{self.m})" if self.kind == "winograd" else f"{R}x{S} conv"
-        return f"{what} {C}->{K} ch {H}x{W} (batch {N})"
+        return f"{what} {C}->{K} ch {H}x{W} (batch {N})" + epi
 
 
 Blocking = tuple[int, int, int]       # rows, panels, shared; zeros = planned by the kernel
+ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2, "gelu": 3, "gelu_tanh": 4, "sigmoid": 5, "tanh": 6, "silu": 7,
+             "clip": 8}                # kernels/accelc_gemm.h, enum class Act
 PLANNED: Blocking = (0, 0, 0)
 
 
@@ -182,18 +187,19 @@ class Timer:
         objects = [builder.compile(j, [KERNELS, TUNING_SRC.parent]) for j in jobs]
         self.lib = ctypes.CDLL(str(builder.link(objects)))
         ip, dp = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double)
-        self.lib.accelc_tune_gemm_f32.argtypes = [ctypes.c_int] * 5 + [ip, ctypes.c_int, ctypes.c_int, dp]
-        self.lib.accelc_tune_conv_nhwc_f32.argtypes = [ip] + [ctypes.c_int] * 3 + [ip, ctypes.c_int, ctypes.c_int, dp]
+        self.lib.accelc_tune_gemm_f32.argtypes = [ctypes.c_int] * 7 + [ip, ctypes.c_int, ctypes.c_int, dp]
+        self.lib.accelc_tune_conv_nhwc_f32.argtypes = [ip] + [ctypes.c_int] * 5 + [ip, ctypes.c_int, ctypes.c_int, dp]
 
     def time(self, site: Site, cands: list[Blocking], threads: int, rounds: int, reps: int) -> list[float]:
         """Median seconds per call of each candidate."""
         flat = (ctypes.c_int * (3 * len(cands)))(*[v for c in cands for v in c])
         out = (ctypes.c_double * (len(cands) * rounds))()
+        epi = (ACT_CODES[site.act], int(site.residual))
         if site.kind == "gemm":
-            rc = self.lib.accelc_tune_gemm_f32(*site.dims, threads, len(cands), flat, rounds, reps, out)
+            rc = self.lib.accelc_tune_gemm_f32(*site.dims, *epi, threads, len(cands), flat, rounds, reps, out)
         else:
             shape = (ctypes.c_int * 16)(*site.dims)
-            rc = self.lib.accelc_tune_conv_nhwc_f32(shape, site.m, threads, len(cands), flat, rounds, reps, out)
+            rc = self.lib.accelc_tune_conv_nhwc_f32(shape, site.m, *epi, threads, len(cands), flat, rounds, reps, out)
         if rc != 0:
             raise BuildError(f"internal: the tuner could not time {site.describe()}")
         return [statistics.median(out[c * rounds:(c + 1) * rounds]) for c in range(len(cands))]
@@ -235,7 +241,8 @@ def search(timer: Timer, site: Site, threads: int, rounds: int = ROUNDS) -> Site
 
 def _cache_path(cache: Path, variant: str, threads: int, site: Site) -> Path:
     key = hashlib.sha256(json.dumps([_sources_digest(), compiler_version(), " ".join(COMMON_FLAGS), variant,
-                                     _cpu_model(), threads, site.kind, list(site.dims), site.m]).encode())
+                                     _cpu_model(), threads, site.kind, list(site.dims), site.m, site.act,
+                                     site.residual]).encode())
     return cache / "tuning" / f"{key.hexdigest()}.json"
 
 

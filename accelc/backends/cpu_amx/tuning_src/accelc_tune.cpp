@@ -76,29 +76,38 @@ void time_candidates(int ncand, const int* cand, int rounds, int reps, int copie
   }
 }
 
-ACCELC_NS::Epilogue bias_epilogue(const float* bias, int mode) {
+// The site's epilogue: a bias, its activation (the Act code; clip as ReLU6, leaky slope 0.01) and, when
+// it has one, a residual (ld = ldr).
+ACCELC_NS::Epilogue site_epilogue(const float* bias, int act, const float* residual, int ldr) {
   ACCELC_NS::Epilogue ep;
   ep.bias = bias;
-  ep.bias_mode = mode;
+  ep.bias_mode = 1;
+  ep.act = static_cast<ACCELC_NS::Act>(act);
+  ep.act_alpha = act == static_cast<int>(ACCELC_NS::Act::Clip) ? 0.f : 0.01f;
+  ep.act_beta = 6.f;
+  ep.residual = residual;
+  ep.ldr = residual ? ldr : 0;
   return ep;
 }
 
 }  // namespace
 
-// C = A (M x K) x B (K x N) + bias, as gemm_f32 runs it. Returns 0, or -1 for a bad argument.
-ACCELC_TUNE_API int accelc_tune_gemm_f32(int M, int N, int K, int threads, int ncand, const int* cand, int rounds,
-                                         int reps, double* seconds) {
-  if (M <= 0 || N <= 0 || K <= 0 || ncand <= 0 || rounds <= 0 || reps <= 0 || threads <= 0) return -1;
+// C = act(A (M x K) x B (K x N) + bias [+ residual]), as gemm_f32 runs it. Returns 0, or -1 for a bad argument.
+ACCELC_TUNE_API int accelc_tune_gemm_f32(int M, int N, int K, int act, int residual, int threads, int ncand,
+                                         const int* cand, int rounds, int reps, double* seconds) {
+  if (M <= 0 || N <= 0 || K <= 0 || act < 0 || act > 8 || ncand <= 0 || rounds <= 0 || reps <= 0 || threads <= 0)
+    return -1;
   omp_set_num_threads(threads);
   std::vector<float> A(static_cast<size_t>(M) * K), B(static_cast<size_t>(K) * N), bias(N),
-      C(static_cast<size_t>(M) * N);
+      C(static_cast<size_t>(M) * N), R(residual ? static_cast<size_t>(M) * N : 0);
+  fill(R, 7);
   fill(A, 1);
   fill(B, 2);
   fill(bias, 3);
   std::vector<float> packed(ACCELC_NS::packed_b_elems_f32(K, N));
   ACCELC_NS::pack_b_f32(K, N, B.data(), N, false, packed.data());
   const WeightCopies w(packed);
-  const ACCELC_NS::Epilogue ep = bias_epilogue(bias.data(), 1);
+  const ACCELC_NS::Epilogue ep = site_epilogue(bias.data(), act, residual ? R.data() : nullptr, N);
   time_candidates(ncand, cand, rounds, reps, w.count, seconds, [&](const ACCELC_NS::Blocking& b, int copy) {
     ACCELC_NS::gemm_f32(M, N, K, A.data(), K, w.get(copy), C.data(), N, ep, b);
   });
@@ -106,17 +115,18 @@ ACCELC_TUNE_API int accelc_tune_gemm_f32(int M, int N, int K, int threads, int n
 }
 
 // One NHWC convolution (shape: the 16 Conv2dShape fields), direct (m = 0) or Winograd F(m x m, 3x3), with
-// a bias, as the model runs it. Returns 0, or -1 for a bad argument.
-ACCELC_TUNE_API int accelc_tune_conv_nhwc_f32(const int* shape, int m, int threads, int ncand, const int* cand,
-                                              int rounds, int reps, double* seconds) {
+// the site's epilogue, as the model runs it. Returns 0, or -1 for a bad argument.
+ACCELC_TUNE_API int accelc_tune_conv_nhwc_f32(const int* shape, int m, int act, int residual, int threads, int ncand,
+                                              const int* cand, int rounds, int reps, double* seconds) {
   const ACCELC_NS::Conv2dShape s = make_shape(shape);
   if (s.N <= 0 || s.C <= 0 || s.K <= 0 || s.OH <= 0 || s.OW <= 0 || s.groups <= 0 || ncand <= 0 || rounds <= 0 ||
-      reps <= 0 || threads <= 0 || s.C % s.groups || s.K % s.groups)
+      reps <= 0 || threads <= 0 || s.C % s.groups || s.K % s.groups || act < 0 || act > 8)
     return -1;
   if (m != 0 && !ACCELC_NS::winograd_supported(s, m)) return -1;
   omp_set_num_threads(threads);
   std::vector<float> x(static_cast<size_t>(s.N) * s.H * s.W * s.C), w(static_cast<size_t>(s.K) * (s.C / s.groups) * s.R * s.S),
-      bias(s.K), y(static_cast<size_t>(s.N) * s.OH * s.OW * s.K);
+      bias(s.K), y(static_cast<size_t>(s.N) * s.OH * s.OW * s.K), R(residual ? y.size() : 0);
+  fill(R, 7);
   fill(x, 4);
   fill(w, 5);
   fill(bias, 6);
@@ -130,7 +140,7 @@ ACCELC_TUNE_API int accelc_tune_conv_nhwc_f32(const int* shape, int m, int threa
     for (size_t i = 0; i < packed.size(); ++i) packed[i] = w[i % w.size()];
   }
   const WeightCopies wc(packed);
-  const ACCELC_NS::Epilogue ep = bias_epilogue(bias.data(), 1);
+  const ACCELC_NS::Epilogue ep = site_epilogue(bias.data(), act, residual ? R.data() : nullptr, s.K);
   time_candidates(ncand, cand, rounds, reps, wc.count, seconds, [&](const ACCELC_NS::Blocking& b, int copy) {
     if (m == 0) ACCELC_NS::conv2d_nhwc_f32(s, x.data(), wc.get(copy), y.data(), ep, b);
     else ACCELC_NS::conv2d_winograd_nhwc_f32(s, m, x.data(), wc.get(copy), y.data(), ep, b);

@@ -5,8 +5,10 @@ Every model is a plain torch module defined here (or examples/export_encoder.py'
 a fixed seed, exported to ONNX (TorchScript exporter, opset 17) into a temp dir; nothing is downloaded. Peers are
 timed interleaved (blocks of runs, engine after engine, round after round) so that noise from other processes
 hits all of them alike; cells are medians. Every engine's outputs are checked against ONNX Runtime fp32 (max abs
-error, cosine), so a wrong-but-fast result shows. Then: accelc vs the fastest peer of the same precision, and
-accelc's achieved GFLOP/s on the transformer rows against a GEMM ceiling measured in the same run (torch matmul).
+error, cosine), so a wrong-but-fast result shows. Then: accelc vs the fastest peer of the same precision,
+accelc's achieved GFLOP/s on the transformer rows against a GEMM ceiling measured in the same run (torch matmul),
+and on the decode step the bytes it streams per second (weights + KV cache) against the read bandwidth measured
+in the same run (torch sum over 1 GB). ``--tune`` compiles accelc with measured work splits (cached).
 
     python bench/bench_cpu.py --quick                            # smoke run: 2-layer models, few runs
     python bench/bench_cpu.py                                     # everything, 2 threads
@@ -274,6 +276,7 @@ class Case:
     label: str
     build: Callable[[Path], tuple[nn.Module, dict[str, np.ndarray], list[str]]]   # writes the ONNX file
     flops: float | None = None                 # GEMM FLOPs for the transformer rows (GFLOP/s table)
+    memory_bound: bool = False                 # reads every weight once per call (bandwidth table)
 
 
 def make_cases(quick: bool) -> list[Case]:
@@ -328,7 +331,7 @@ def make_cases(quick: bool) -> list[Case]:
             _export(model, feeds, outputs, path)
             return model, feeds, outputs
         return Case("gpt2-decode", f"gpt2-decode p{past}", build,
-                    _transformer_flops(layers, 1, 1, 768, 3072, kv_len=past + 1))
+                    _transformer_flops(layers, 1, 1, 768, 3072, kv_len=past + 1), memory_bound=True)
 
     def jet(batch: int):
         def build(path: Path):
@@ -356,6 +359,7 @@ class Runner:
     precision: str
     info: str = ""
     close: Callable[[], None] = lambda: None
+    streamed_bytes: int | None = None          # bytes a call must read from memory: weights + inputs
 
 
 @dataclass
@@ -369,13 +373,15 @@ class Context:
 
 def prep_accelc(ctx: Context, dtype: str) -> Runner:
     t0 = time.perf_counter()
-    m = accelc.compile(ctx.path, ctx.args.target, dtype=dtype, threads=ctx.args.threads, measure_accuracy=False)
+    m = accelc.compile(ctx.path, ctx.args.target, dtype=dtype, threads=ctx.args.threads, measure_accuracy=False,
+                       tune=ctx.args.tune)
     if m.variant is None:
         raise RuntimeError(f"the artifact does not run on this machine ({m.manifest['target']})")
     feeds = ctx.feeds
     log(f"  accelc {dtype}: compiled in {time.perf_counter() - t0:.1f}s")
+    streamed = int(m.manifest["backend"].get("weights_bytes", 0)) + sum(int(v.nbytes) for v in feeds.values())
     return Runner(lambda: m.run(feeds), lambda r: [r[n] for n in ctx.output_names], dtype, f"variant {m.variant}",
-                  m.module.close)
+                  m.module.close, streamed)
 
 
 def prep_ort(ctx: Context) -> Runner:
@@ -544,6 +550,19 @@ def gemm_ceiling(n: int, reps: int) -> dict[str, tuple[float, int]]:
     return out
 
 
+def read_bandwidth(threads: int, mbytes: int = 1024, reps: int = 5) -> float:
+    """GB/s of a torch sum over ``mbytes`` MB of fp32 (far beyond the caches), best of ``reps``, on torch's
+    threads: the rate at which these cores can stream memory, the bound of a memory-bound decode step."""
+    x = torch.ones(mbytes * (1 << 20) // 4)
+    x.sum()
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best / 1e9
+
+
 def bf16_native() -> bool:
     """Whether this CPU has bf16 GEMM instructions (AVX512-BF16 or AMX) that torch can use."""
     cpu = getattr(torch, "cpu", None)
@@ -558,6 +577,7 @@ class Cell:
     precision: str = ""
     info: str = ""
     error: str | None = None                  # why there is no time (prepare or run failed)
+    streamed_bytes: int | None = None
     check: dict[str, float] = field(default_factory=dict)
 
     def flagged(self) -> bool:
@@ -579,7 +599,8 @@ def bench_case(case: Case, peers: list[str], args: argparse.Namespace, tmp: Path
             continue
         try:
             runners[peer] = PREPARE[peer](ctx)
-            cells[peer] = Cell(precision=runners[peer].precision, info=runners[peer].info)
+            cells[peer] = Cell(precision=runners[peer].precision, info=runners[peer].info,
+                               streamed_bytes=runners[peer].streamed_bytes)
             log(f"[{case.label}] {peer}: ready ({runners[peer].info})")
         except Exception as e:  # noqa: BLE001 - one engine failing must not end the table
             cells[peer] = Cell(error=f"{type(e).__name__}: {e}")
@@ -743,6 +764,30 @@ def report(results: list[tuple[Case, dict[str, Cell]]], peers: list[str], ceilin
                 out("  bf16: this CPU has no AVX512-BF16/AMX, torch's bf16 matmul is not a ceiling: no bf16 fraction")
         out(_table(["model", "GFLOP", "fp32 GFLOP/s", "of ceiling", "bf16 GFLOP/s", "of ceiling"], rows))
 
+    # Memory-bound rows: the bytes a call must read (the artifact's weights + the inputs, e.g. the KV cache)
+    # over the median time, against the measured read bandwidth.
+    rows = []
+    bw = ceiling.get("read_gbs") if ceiling else None
+    for case, cells in results:
+        if not case.memory_bound:
+            continue
+        row = [case.label]
+        for dtype in ("fp32", "bf16"):
+            c = cells.get(f"accelc-{dtype}")
+            if c is None or c.ms is None or not c.streamed_bytes:
+                row += ["-", "-", "-"]
+                continue
+            gbs = c.streamed_bytes / (c.ms / 1e3) / 1e9
+            row += [f"{c.streamed_bytes / 1e6:.0f}", f"{gbs:.1f}", f"{100 * gbs / bw:.0f}%" if bw else "n/a"]
+        rows.append(row)
+    if rows:
+        out("\naccelc memory streaming (MB read per call = weights + inputs, / median time)")
+        if bw:
+            out(f"  bandwidth: torch sum over 1 GB of fp32, best of 5, {args.threads} threads, the better of a "
+                f"measurement before and after the models: {bw:.1f} GB/s (before/after "
+                f"{ceiling['read_runs'][0]:.1f}/{ceiling['read_runs'][1]:.1f})")
+        out(_table(["model", "fp32 MB", "fp32 GB/s", "of bandwidth", "bf16 MB", "bf16 GB/s", "of bandwidth"], rows))
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -752,6 +797,7 @@ def main() -> None:
                    help="peers to leave out, same names (comma list; repeatable)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default="host", help="accelc target (spr/emr/gnr on an AMX machine)")
+    p.add_argument("--tune", action="store_true", help="compile accelc with --tune (measured work splits, cached)")
     p.add_argument("--runs", type=int, default=None, help="timed samples per engine (default 10; --quick: 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per engine (default 2; --quick: 1)")
     p.add_argument("--budget", type=float, default=None,
@@ -787,11 +833,13 @@ def main() -> None:
         f"{a.threads} threads, target '{a.target}'; peers: {', '.join(peers)}")
     # The GEMM ceiling is measured before and after the models (the better of the two counts), so that a
     # burst of load from elsewhere during one of them does not lower it.
-    ceiling_runs = []
+    ceiling_runs, bandwidth_runs = [], []
     if not a.no_ceiling:
         ceiling_runs.append(gemm_ceiling(a.gemm_n, a.gemm_reps))
+        bandwidth_runs.append(read_bandwidth(a.threads))
         log("GEMM ceiling (torch matmul): "
-            + ", ".join(f"{k} {g:.1f} GFLOP/s (n={n})" for k, (g, n) in ceiling_runs[0].items()))
+            + ", ".join(f"{k} {g:.1f} GFLOP/s (n={n})" for k, (g, n) in ceiling_runs[0].items())
+            + f"; read bandwidth {bandwidth_runs[0]:.1f} GB/s")
 
     cases = [c for c in make_cases(a.quick) if c.model in wanted]
     results: list[tuple[Case, dict[str, Cell]]] = []
@@ -812,7 +860,8 @@ def main() -> None:
     ceiling = None
     if ceiling_runs:
         ceiling_runs.append(gemm_ceiling(a.gemm_n, a.gemm_reps))
-        ceiling = {"bf16_native": bf16_native()}
+        bandwidth_runs.append(read_bandwidth(a.threads))
+        ceiling = {"bf16_native": bf16_native(), "read_gbs": max(bandwidth_runs), "read_runs": bandwidth_runs}
         for k in ("fp32", "bf16"):
             best = max(ceiling_runs, key=lambda c: c[k][0])[k]
             ceiling.update({k: best[0], f"{k}_n": best[1], f"{k}_runs": [c[k][0] for c in ceiling_runs]})

@@ -1102,6 +1102,14 @@ def with_blockings(lib: KernelLib, run, blockings) -> list:
     return results
 
 
+def assert_splits_agree(lib: KernelLib, run, splits, what: str) -> None:
+    """run() under the planned split and under each of ``splits``: no NaN left, the same bits every time."""
+    results = with_blockings(lib, run, [(0, 0, 0)] + list(splits))
+    assert not np.isnan(results[0]).any()
+    for blk, got in zip(splits, results[1:]):
+        np.testing.assert_array_equal(results[0], got, err_msg=f"{what} blocking {blk}")
+
+
 @pytest.mark.parametrize("variant", RUNNABLE)
 def test_gemm_work_split_keeps_every_bit(kernel_lib, variant):
     lib = kernel_lib(variant)
@@ -1110,10 +1118,7 @@ def test_gemm_work_split_keeps_every_bit(kernel_lib, variant):
     b = rng.standard_normal((300, 150)).astype(np.float32)
     ep = {"bias_mode": 1, "bias": rng.standard_normal(150).astype(np.float32), "act": "gelu",
           "residual": rng.standard_normal((203, 150)).astype(np.float32)}
-    results = with_blockings(lib, lambda: run_gemm(lib, "f32", a, b, ep), [(0, 0, 0)] + BLOCKINGS)
-    assert not np.isnan(results[0]).any()
-    for blk, got in zip(BLOCKINGS, results[1:]):
-        np.testing.assert_array_equal(results[0], got, err_msg=f"blocking {blk}")
+    assert_splits_agree(lib, lambda: run_gemm(lib, "f32", a, b, ep), BLOCKINGS, "gemm_f32")
 
 
 @pytest.mark.parametrize("variant", NHWC_RUNNABLE)
@@ -1124,10 +1129,7 @@ def test_conv2d_nhwc_work_split_keeps_every_bit(kernel_lib, variant, case):
     rng, x, w, yshape = nhwc_case_data(conv, 8)
     ep = {"bias_mode": 1, "bias": rng.standard_normal(conv[4]).astype(np.float32), "act": "relu",
           "residual": rng.standard_normal((yshape[0] * yshape[1] * yshape[2], yshape[3])).astype(np.float32)}
-    results = with_blockings(lib, lambda: run_conv_nhwc(lib, conv, x, w, ep), [(0, 0, 0)] + BLOCKINGS)
-    assert not np.isnan(results[0]).any()
-    for blk, got in zip(BLOCKINGS, results[1:]):
-        np.testing.assert_array_equal(results[0], got, err_msg=f"{case} blocking {blk}")
+    assert_splits_agree(lib, lambda: run_conv_nhwc(lib, conv, x, w, ep), BLOCKINGS, case)
 
 
 @pytest.mark.parametrize("variant", RUNNABLE)
@@ -1140,7 +1142,4 @@ def test_conv2d_winograd_work_split_keeps_every_bit(kernel_lib, variant, m):
     ep = {"bias_mode": 1, "bias": rng.standard_normal(k).astype(np.float32), "act": "gelu",
           "residual": rng.standard_normal((n * oh * ow, k)).astype(np.float32)}
     splits = [(0, 0, 1), (0, 0, 2), (5, 0, 2), (1, 0, 0), (1000, 0, 2), (16, 0, 1)]
-    results = with_blockings(lib, lambda: run_conv_winograd(lib, conv, m, x, w, ep), [(0, 0, 0)] + splits)
-    assert not np.isnan(results[0]).any()
-    for blk, got in zip(splits, results[1:]):
-        np.testing.assert_array_equal(results[0], got, err_msg=f"F({m}x{m}) blocking {blk}")
+    assert_splits_agree(lib, lambda: run_conv_winograd(lib, conv, m, x, w, ep), splits, f"F({m}x{m})")

@@ -157,3 +157,20 @@ def test_replace_all_uses_rewires_nodes_and_outputs():
     g.remove_unused_values()
     verify(g)
     assert add_out not in g.types
+
+
+def test_content_index_finds_equal_bytes_only():
+    """Weights dedup (WeightsBuilder, CSE): a sampled hash proposes, a full comparison decides."""
+    from accelc.ir.content import ContentIndex
+    idx = ContentIndex()
+    a = np.arange(5000, dtype=np.float32)
+    middle = a.copy()
+    middle[2500] += 1                      # differs outside the hashed head and tail samples
+    idx.add(a, "a", ("f32", (5000,)))
+    assert idx.find(a.copy(), ("f32", (5000,))) == "a"
+    assert idx.find(middle, ("f32", (5000,))) is None
+    assert idx.find(a.copy(), ("f32", (50, 100))) is None            # same bytes, other tag
+    assert idx.find(a[::2].copy(), ("f32", (5000,))) is None
+    idx.add(middle, "middle", ("f32", (5000,)))                        # same sample key: both kept
+    assert idx.find(middle.copy(), ("f32", (5000,))) == "middle" and idx.find(a, ("f32", (5000,))) == "a"
+    assert idx.find(a.reshape(50, 100)[:, :50]) is None                 # views of any layout are accepted

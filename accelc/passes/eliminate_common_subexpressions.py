@@ -1,7 +1,7 @@
 """Common subexpression elimination: one node per distinct computation, one constant per distinct value.
 
-* Constants with the same dtype, shape and bytes are merged (bytes are hashed with SHA-256, then compared
-  in full, so a hash collision cannot merge different weights).
+* Constants with the same dtype, shape and bytes are merged (``ir.content.ContentIndex``: a sampled hash
+  finds candidates, a full comparison decides, so different weights are never merged).
 * Nodes with the same ``Node.key()`` (op, inputs, attrs; the name does not count) are merged, in
   topological order, so that merging two nodes makes their users identical and those merge too in the
   same sweep.
@@ -12,18 +12,16 @@ output is skipped, see ``rewrite.can_replace``).
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
+from ..ir.content import ContentIndex
 from ..ir.graph import Graph
 from .manager import Pass, PassContext, PassResult
 from .rewrite import can_replace, rename_value
 
 
-def _const_key(a: np.ndarray) -> tuple:
-    data = np.ascontiguousarray(a).tobytes()
-    return (a.dtype.str, a.dtype.name, tuple(a.shape), hashlib.sha256(data).hexdigest())
+def _const_tag(a: np.ndarray) -> tuple:
+    return (a.dtype.str, a.dtype.name, tuple(a.shape))
 
 
 def run(graph: Graph, ctx: PassContext) -> PassResult:
@@ -40,14 +38,13 @@ def run(graph: Graph, ctx: PassContext) -> PassResult:
             claimed.add(survivor)
         return True
 
-    canonical_const: dict[tuple, str] = {}
+    canonical_const: ContentIndex[str] = ContentIndex()
     for name, arr in g.constants.items():
-        key = _const_key(arr)
-        keep = canonical_const.get(key)
-        if keep is not None and g.constants[keep].tobytes() == arr.tobytes() and mergeable(name, keep):
+        keep = canonical_const.find(arr, _const_tag(arr))
+        if keep is not None and mergeable(name, keep):
             alias[name] = keep
         elif keep is None:
-            canonical_const[key] = name
+            canonical_const.add(arr, name, _const_tag(arr))
     merged_consts = len(alias)
 
     seen: dict[tuple, tuple[str, ...]] = {}

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import hashlib
-
 import numpy as np
+
+from ...ir.content import ContentIndex
 
 ALIGN = 64
 
@@ -68,19 +68,19 @@ class WeightsBuilder:
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
-        self._by_content: dict[bytes, int] = {}
+        self._by_content: ContentIndex[int] = ContentIndex()
 
     def add(self, array: np.ndarray) -> int:
+        known = self._by_content.find(array)
+        if known is not None:
+            return known
         data = np.ascontiguousarray(array).tobytes()
-        key = hashlib.sha256(data).digest()
-        if key in self._by_content:
-            return self._by_content[key]
         offset = align_up(self._size)
         if offset > self._size:
             self._chunks.append(b"\0" * (offset - self._size))
         self._chunks.append(data)
         self._size = offset + len(data)
-        self._by_content[key] = offset
+        self._by_content.add(np.frombuffer(data, dtype=np.uint8), offset)   # a view of the stored bytes
         return offset
 
     @property

@@ -64,11 +64,15 @@ class CompiledModel:
     """
 
     def __init__(self, artifact: Artifact, graph: Any, module: CompiledModule | None,
-                 load_error: AccelcError | None):
+                 load_error: AccelcError | None, loader: Callable[[], CompiledModule] | None = None,
+                 cache_dir: str | os.PathLike | None = None):
         self.artifact = artifact
         self.graph = graph
         self._module = module
         self._load_error = load_error
+        self._loader = loader          # loads the module on first use (compiled without accuracy)
+        self._cache_dir = cache_dir
+        self._variant: str | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -86,14 +90,31 @@ class CompiledModel:
     def accuracy(self) -> dict[str, Any]:
         return self.artifact.manifest.get("accuracy", {})
 
+    def _load(self) -> None:
+        if self._module is None and self._load_error is None and self._loader is not None:
+            loader, self._loader = self._loader, None
+            try:
+                self._module = loader()
+            except UnsupportedHardwareError as e:
+                self._load_error = e
+
     @property
     def module(self) -> CompiledModule:
+        self._load()
         if self._module is None:
             raise self._load_error or AccelcError("the compiled model could not be loaded")
         return self._module
 
     @property
     def variant(self) -> str | None:
+        """The ISA variant the model runs as on this machine; None when this machine cannot run it. A CPU
+        artifact not loaded yet is asked through its library alone (no weights copied)."""
+        if self._module is None and self._loader is not None and self.manifest["backend"].get("name") == "cpu_amx":
+            if self._variant is None:
+                from .runtime.module import probe_variant
+                self._variant = probe_variant(self.artifact, self._cache_dir) or ""
+            return self._variant or None
+        self._load()
         return self._module.variant if self._module is not None else None
 
     def run(self, inputs: Mapping[str, Any] | list[Any] = ()) -> dict[str, np.ndarray]:
@@ -224,13 +245,19 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     # ---- load and measure ---------------------------------------------------------------------
     module: CompiledModule | None = None
     load_error: AccelcError | None = None
+
+    def loader() -> CompiledModule:
+        return CompiledModule(artifact, threads=threads, cache_dir=_runtime_cache(cache_dir))
+    if not measure_accuracy:
+        # loaded on first use: creating the model copies and checks every weight (BERT-base: ~1 s)
+        artifact.manifest["accuracy"] = {"skipped": "not requested"}
+        artifact.manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        return CompiledModel(artifact, graph, None, None, loader, _runtime_cache(cache_dir))
     try:
-        module = CompiledModule(artifact, threads=threads, cache_dir=_runtime_cache(cache_dir))
+        module = loader()
     except UnsupportedHardwareError as e:
         load_error = e
-    if not measure_accuracy:
-        artifact.manifest["accuracy"] = {"skipped": "not requested"}
-    elif module is None:
+    if module is None:
         artifact.manifest["accuracy"] = {"skipped": f"this machine cannot run the artifact ({load_error})"}
     else:
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import accelc
 from accelc.backends.base import BackendOptions
 from accelc.backends.cpu_amx import CpuAmxBackend
 from accelc.backends.cpu_amx import isa
@@ -821,6 +822,36 @@ def test_amx_only_artifact_refuses_cleanly_here(tmp_path, cache_dir, monkeypatch
     assert model.lib.accelc_select_variant() is None
     assert model.create_rc == 1
     assert "amx" in model.error and "amx_tile" in model.error
+
+
+def test_compile_without_accuracy_loads_the_model_on_first_use(tmp_path, cache_dir, monkeypatch):
+    """measure_accuracy=False returns before creating the model (which copies and checks every weight);
+    the variant comes from the library alone, and the first call loads the model. An artifact this CPU
+    cannot run says so then, as an eager load would have."""
+    import onnx
+    from onnx import TensorProto, helper
+    from accelc.backends.cpu_amx import backend as backend_module
+    from accelc.errors import UnsupportedHardwareError
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
+    m = accelc.compile(model, "host", cache_dir=cache_dir, measure_accuracy=False)
+    assert m._module is None
+    host = isa.runnable_variants(isa.cpu_flags())[0]
+    assert m.variant == host and m._module is None
+    np.testing.assert_array_equal(m(x), np.maximum(x, 0))
+    assert m._module is not None and m.variant == host
+    if HAS_AMX:
+        return
+    monkeypatch.setattr(backend_module.isa, "variants_for", lambda target: ["amx"])
+    m = accelc.compile(model, "spr", cache_dir=cache_dir, measure_accuracy=False)
+    assert m.variant is None and m.manifest["accuracy"] == {"skipped": "not requested"}
+    with pytest.raises(UnsupportedHardwareError, match="amx"):
+        m(x)
+    with pytest.raises(UnsupportedHardwareError):          # the same error again, not a second load
+        m.run({"x": x})
 
 
 @amx

@@ -507,6 +507,22 @@ class CompiledModule:
         return f"<accelc.CompiledModule {self.manifest.get('target', '?')}/{self.variant} ({ins}) -> ({outs})>"
 
 
+def probe_variant(art: Artifact, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The ISA variant a CPU artifact's library picks on this machine (None: it runs none), found by
+    loading the library alone: no model is created and no weights are copied or checked."""
+    lib_name = art.manifest.get("backend", {}).get("library")
+    if not lib_name:
+        raise ArtifactError("artifact manifest names no library (backend.library)")
+    path = _library_path(art.member(lib_name), lib_name, cache_dir)
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise ArtifactError(f"cannot load the model library of this artifact: {e}") from None
+    _bind(lib, path)
+    chosen = lib.accelc_select_variant()
+    return chosen.decode() if chosen else None
+
+
 def load(path: str | os.PathLike | Artifact, threads: int = 0, *,
          cache_dir: str | os.PathLike | None = None) -> CompiledModule:
     """Loads an artifact (``.accelc`` zip, directory, or in-memory ``Artifact``) and returns a module.

@@ -179,7 +179,7 @@ def run(graph: Graph, ctx: PassContext) -> PassResult:
             sweep.note(f"{node.op} made constant")
             continue
         src = sweep.forwarded(node)
-        if src is None:
+        if src is None and (node.op in RESHAPE_LIKE or node.op == "Transpose"):   # the chains collapse handles
             replacement = sweep.collapse(node, g.producers())
             if isinstance(replacement, str):
                 src = replacement

@@ -676,8 +676,18 @@ def test_undefined_value_is_a_load_error():
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(ModelLoadError, match="'ghost' of Relu 'r' is never defined"):
+    with pytest.raises(ModelLoadError, match="'ghost' of Relu 'r' is never defined") as err:
         load_onnx(model)
+    assert "(onnx.checker: " in str(err.value)      # the checker, run only for the error, adds its hint
+
+
+def test_onnx_checker_runs_only_for_a_structural_error(monkeypatch):
+    """It costs up to a second on a large model and only ever adds a hint to our own errors."""
+    import onnx.checker
+    calls = []
+    monkeypatch.setattr(onnx.checker, "check_model", lambda *a, **k: calls.append(a))
+    load_onnx(single("Relu", {"x": rand(2)}))
+    assert calls == []
 
 
 def test_too_new_opset_is_refused():

@@ -523,6 +523,23 @@ def test_gemm_is_bitwise_independent_of_thread_count(kernel_lib, variant, kind):
 
 
 @pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [5, 32])
+def test_narrow_gemm_split_by_rows_is_right_at_every_thread_count(kernel_lib, variant, kind, n):
+    """Products with one or two column panels split their rows across the threads (tiling.h)."""
+    lib = kernel_lib(variant)
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((1000, 32)).astype(np.float32)
+    b = rng.standard_normal((32, n)).astype(np.float32)
+    ep = {"bias_mode": 1, "bias": rng.standard_normal(n).astype(np.float32), "act": "relu"}
+    results = at_thread_counts(lib, lambda: run_gemm(lib, kind, a, b, ep))
+    ref, scale = gemm_ref(a, b, kind, ep)
+    assert_close(results[0], ref, scale, 32, f"{variant} {kind} narrow N={n}")
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
 def test_gemm_residual_may_alias_c(kernel_lib, variant):
     lib = kernel_lib(variant)
     rng = np.random.default_rng(9)

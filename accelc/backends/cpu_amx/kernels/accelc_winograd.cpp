@@ -247,9 +247,8 @@ void run(const Conv2dShape& s, const float* x, const float* packed, float* y, co
   const int ldv = round_up(s.C, kW), ldm = round_up(s.K, kW);
   const size_t u_stride = packed_b_elems_f32(s.C, s.K);
   // Blocks of about 48 tiles (a GEMM of 48 rows reuses each weight panel 48 times from L1) or blk.rows,
-  // their count a multiple of the thread count, their sizes within one of each other.
-  const int blocks = round_up(ceil_div(g.tiles, blk.rows > 0 ? blk.rows : 48), threads);
-  const int tb = ceil_div(g.tiles, blocks), nblocks = ceil_div(g.tiles, tb);
+  // evenly over the threads.
+  const int tb = even_block(g.tiles, blk.rows > 0 ? blk.rows : 48, threads), nblocks = ceil_div(g.tiles, tb);
   const size_t vfl = static_cast<size_t>(P) * tb * ldv, mfl = static_cast<size_t>(P) * tb * ldm;
   const bool parallel = nblocks > 1 && threads > 1 && !omp_in_parallel();
   Epilogue plain;  // the per-position GEMMs store their sums as they are

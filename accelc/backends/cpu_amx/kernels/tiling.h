@@ -19,6 +19,10 @@ namespace {
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 inline int round_up(int a, int b) { return ceil_div(a, b) * b; }
 
+// The size of the blocks that cut n items into about `target` each, their count a multiple of `threads`
+// and their sizes within one of each other, so that every thread gets the same share.
+inline int even_block(int n, int target, int threads) { return ceil_div(n, round_up(ceil_div(n, target), threads)); }
+
 // Below this many multiply-adds a product runs on the calling thread: waking an OpenMP team costs a
 // few microseconds, more than such a product takes.
 constexpr double kParallelMinMacs = 1 << 17;
@@ -51,7 +55,7 @@ inline Tiling plan_tiles(int M, int npanels, int mb, int pb_align, double macs, 
   // the product runs on the calling thread anyway.
   if (blk.rows <= 0 && threads > 1 && !omp_in_parallel() && t.mblocks * t.pblocks < 2 * threads &&
       M >= 32 * threads) {
-    t.mb = ceil_div(M, round_up(ceil_div(M, 96), threads));
+    t.mb = even_block(M, 96, threads);
     t.mblocks = ceil_div(M, t.mb);
   }
   return t;
@@ -66,7 +70,7 @@ inline Tiling plan_tiles(int M, int npanels, int mb, int pb_align, double macs, 
 // rows (784 rows of K = 512 on 2 threads: 18 blocks of 44 rows or fewer rather than 16 x 48 + 16).
 inline int balanced_row_block(int M, int K, double macs) {
   if (M <= 192 || static_cast<double>(M) * K * sizeof(float) <= 256.0 * 1024) return M;
-  return ceil_div(M, round_up(ceil_div(M, 48), plan_threads(macs)));
+  return even_block(M, 48, plan_threads(macs));
 }
 
 // The rows of a task split into the fewest micro-blocks of <= MR rows, of sizes differing by at most

@@ -133,6 +133,22 @@ _PROFILER_SYMBOLS = ("accelc_profile_count", "accelc_profile_node", "accelc_prof
                      "accelc_profile_enable", "accelc_profile_read")
 
 
+def _open_library(art: Artifact, cache_dir: str | os.PathLike | None) -> ctypes.CDLL:
+    """The artifact's model library, put in the cache, loaded and bound (no model created yet)."""
+    lib_name = art.manifest["backend"].get("library")
+    if not lib_name:
+        raise ArtifactError("artifact manifest names no library (backend.library); this runtime can only "
+                            "run artifacts of CPU targets, recompile for a CPU target")
+    path = _library_path(art.member(lib_name), lib_name, cache_dir)
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise ArtifactError(f"cannot load the model library of this artifact: {e}; it was built for "
+                            f"another OS or architecture, recompile on a matching machine") from None
+    _bind(lib, path)
+    return lib
+
+
 def _bind_profiler(lib: ctypes.CDLL) -> bool:
     """Declares the profiler functions; False when the library predates them (or its backend has none)."""
     c = ctypes
@@ -269,8 +285,7 @@ class CompiledModule:
     def __init__(self, art: Artifact, *, threads: int = 0, cache_dir: str | os.PathLike | None = None):
         manifest = art.manifest
         backend = manifest["backend"]
-        lib_name = backend.get("library")
-        if not lib_name:
+        if not backend.get("library"):
             raise ArtifactError("artifact manifest names no library (backend.library); this runtime can only "
                                 "run artifacts of CPU targets, recompile for a CPU target")
         abi = backend.get("abi_version", ABI_VERSION)
@@ -285,13 +300,7 @@ class CompiledModule:
         self.input_names = [p.name for p in self._inputs]
         self.output_names = [p.name for p in self._outputs]
 
-        path = _library_path(art.member(lib_name), lib_name, cache_dir)
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError as e:
-            raise ArtifactError(f"cannot load the model library of this artifact: {e}; it was built for "
-                                f"another OS or architecture, recompile on a matching machine") from None
-        _bind(lib, path)
+        lib = _open_library(art, cache_dir)
         self._lib = lib
         got = lib.accelc_abi_version()
         if got != ABI_VERSION:
@@ -510,16 +519,7 @@ class CompiledModule:
 def probe_variant(art: Artifact, cache_dir: str | os.PathLike | None = None) -> str | None:
     """The ISA variant a CPU artifact's library picks on this machine (None: it runs none), found by
     loading the library alone: no model is created and no weights are copied or checked."""
-    lib_name = art.manifest.get("backend", {}).get("library")
-    if not lib_name:
-        raise ArtifactError("artifact manifest names no library (backend.library)")
-    path = _library_path(art.member(lib_name), lib_name, cache_dir)
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as e:
-        raise ArtifactError(f"cannot load the model library of this artifact: {e}") from None
-    _bind(lib, path)
-    chosen = lib.accelc_select_variant()
+    chosen = _open_library(art, cache_dir).accelc_select_variant()
     return chosen.decode() if chosen else None
 
 

@@ -93,6 +93,11 @@ class Builder:
         for sub in ("objs", "libs", "src"):
             (self.cache / sub).mkdir(parents=True, exist_ok=True)
 
+    def variant_flags(self, variant: str) -> tuple[str, ...]:
+        """g++ flags of the kernel library and model.cpp for one ISA variant (isa.VARIANTS)."""
+        v = VARIANTS[variant]
+        return COMMON_FLAGS + self.debug_flags + v.flags + (f"-DACCELC_NS={v.namespace}",)
+
     # -- one object --
     def compile(self, job: CompileJob, include_dirs: list[Path]) -> Path:
         out = self.cache / "objs" / f"{job.key()}.o"
@@ -145,7 +150,7 @@ class Builder:
         includes = [RUNTIME_SRC, KERNELS, src_dir]
         jobs: list[CompileJob] = []
         for v in variants:
-            flags = COMMON_FLAGS + self.debug_flags + VARIANTS[v].flags + (f"-DACCELC_NS={VARIANTS[v].namespace}",)
+            flags = self.variant_flags(v)
             jobs += [CompileJob(s, flags) for s in kernel_library_sources()]
             jobs.append(CompileJob(src_dir / "model.cpp", flags, extra_digest=tuning_h))
         jobs.append(CompileJob(RUNTIME_SRC / "accelc_abi.cpp", ABI_FLAGS + self.debug_flags, extra_digest=config_h))

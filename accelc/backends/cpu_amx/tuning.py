@@ -180,8 +180,7 @@ class Timer:
     """The kernel library of one variant plus the timing driver, loaded through ctypes."""
 
     def __init__(self, builder: Builder, variant: str):
-        v = isa.VARIANTS[variant]
-        flags = COMMON_FLAGS + v.flags + (f"-DACCELC_NS={v.namespace}",)
+        flags = builder.variant_flags(variant)
         jobs = [CompileJob(s, flags) for s in kernel_library_sources() if s.parent == KERNELS]
         jobs.append(CompileJob(TUNING_SRC, flags))
         objects = [builder.compile(j, [KERNELS, TUNING_SRC.parent]) for j in jobs]

@@ -192,6 +192,52 @@ def test_compile_cache_reuses_objects(cuda_cache):
     assert again.manifest["build"]["compiled"] <= 2
 
 
+def test_tf32_only_when_asked():
+    """fp32 GEMMs run on CUDA cores (SIMT) unless allow_tf32 is set; then on TF32 tensor cores."""
+    from accelc.backends.cuda.arch import arch_for
+    from accelc.backends.cuda.codegen import generate
+    arch = arch_for(get_target("a100"))
+    plain = generate(mlp(d_in=64), arch, BackendOptions())
+    tf32 = generate(mlp(d_in=64), arch, BackendOptions(allow_tf32=True))      # K a multiple of 4: tf32 tiles
+    ragged = generate(mlp(d_in=37), arch, BackendOptions(allow_tf32=True))    # K = 37: no 16-byte loads
+    assert plain.gemm_sources and all("OpClassSimt" in s for s in plain.gemm_sources.values())
+    assert tf32.gemm_sources and all("OpClassTensorOp" in s for s in tf32.gemm_sources.values())
+    assert sorted("OpClassTensorOp" in s for s in ragged.gemm_sources.values()) == [False, True]
+
+
+def test_allow_tf32_is_for_cuda_targets(tmp_path):
+    import accelc
+    from accelc.errors import AccelcError
+    from accelc.cli import main
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    node = helper.make_node("Relu", ["x"], ["y"])
+    model = helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]))
+    with pytest.raises(AccelcError, match="TF32 applies to CUDA targets"):
+        accelc.compile(model, "host", allow_tf32=True)
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    assert main(["compile", str(path), "-o", str(tmp_path / "relu.accelc"), "--allow-tf32"]) != 0
+
+
+@needs_nvcc
+def test_cuda_artifact_without_gpu_says_what_it_needs(cuda_cache):
+    """Loading a CUDA artifact on a machine without a GPU names the GPU it needs (not a CPU recompile)."""
+    if _have_gpu():
+        pytest.skip("this machine has a GPU: the artifact loads")
+    from accelc.errors import UnsupportedHardwareError
+    from accelc.runtime.module import CompiledModule
+    g = mlp()
+    parts = _lower(g, "a100", cuda_cache)
+    art = _pack({"format_version": 1, "target": "a100", "signature": _signature(g), "options": {},
+                 "backend": parts.manifest}, parts.files)
+    with pytest.raises(UnsupportedHardwareError) as err:
+        CompiledModule(art, cache_dir=str(cuda_cache))
+    msg = str(err.value)
+    assert "NVIDIA GPU" in msg and "sm_80" in msg and "--target host" not in msg and "this CPU" not in msg
+
+
 # ---- GPU -----------------------------------------------------------------------------------------------------
 def _run_artifact(graph, target, cache, feeds, debug=False, repeat=1):
     from accelc.runtime.artifact import Artifact

@@ -320,9 +320,13 @@ class CompiledModule:
         if code != 0:
             msg = _last_error(lib) or _ERROR_CODES.get(code, f"error code {code}")
             if code == 1:
-                variants = backend.get("variants", [])
+                variants = ", ".join(backend.get("variants", [])) or "?"
+                if backend.get("name") == "cuda":
+                    raise UnsupportedHardwareError(f"this machine cannot run the CUDA artifact: {msg} (built for "
+                                                   f"{variants}); run it on a machine with such an NVIDIA GPU, "
+                                                   f"or recompile for its GPU (`accelc targets` lists them)")
                 raise UnsupportedHardwareError(f"this CPU cannot run the artifact: {msg} (built variants: "
-                                               f"{', '.join(variants) or '?'}); recompile with --target host")
+                                               f"{variants}); recompile with --target host")
             if code == 2:
                 raise ArtifactError(f"the artifact's weights do not match its library: {msg}; recompile the model")
             raise AccelcError(f"cannot create the model: {msg} (code {code})")

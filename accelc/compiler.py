@@ -117,8 +117,9 @@ class CompiledModel:
         self._load()
         return self._module.variant if self._module is not None else None
 
-    def run(self, inputs: Mapping[str, Any] | list[Any] = ()) -> dict[str, np.ndarray]:
-        return self.module.run(inputs)
+    def run(self, inputs: Mapping[str, Any] | list[Any] = (), *, out: Any = None, stream: Any = None) -> dict[str, Any]:
+        """``CompiledModule.run``: NumPy or DLPack inputs, optional ``out`` buffers, a CUDA ``stream``."""
+        return self.module.run(inputs, out=out, stream=stream)
 
     def __call__(self, *arrays: Any, **named: Any):
         return self.module(*arrays, **named)

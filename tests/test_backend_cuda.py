@@ -591,3 +591,37 @@ def test_several_models_in_one_process(cuda_cache, tmp_path):
         torch.cuda.synchronize()
         for mdl in models:
             mdl.destroy()
+
+
+@gpu
+@needs_nvcc
+@pytest.mark.gpu
+def test_python_runtime_takes_torch_cuda_tensors(cuda_cache, tmp_path):
+    """CompiledModule.run on torch CUDA tensors (DLPack, no host copies) on a side stream, with out= buffers;
+    the results match the reference and the host path; host memory handed to accelc_run_device is refused."""
+    torch = _torch_cuda()
+    from accelc.errors import AccelcError
+    g = encoder(batch=2, seq=16)
+    feeds = _feeds(g)
+    want = evaluate(g, feeds)
+    (host,), m = _run_artifact(g, _gpu_target(), cuda_cache, feeds)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        ins = {v: torch.from_numpy(np.ascontiguousarray(feeds[v])).to("cuda") for v in g.inputs}
+        outs = {v: torch.full(tuple(g.types[v].shape), float("nan"), device="cuda") for v in g.outputs}
+    for _ in range(3):                                  # eager, capture, replay
+        got = m.run(ins, out=outs, stream=stream)
+    stream.synchronize()
+    for name in g.outputs:
+        assert got[name] is outs[name]
+        np.testing.assert_allclose(outs[name].cpu().numpy(), want[name], rtol=2e-4, atol=2e-4)
+        np.testing.assert_allclose(outs[name].cpu().numpy(), host[name], rtol=1e-6, atol=1e-6)
+    with pytest.raises(Exception, match="pass out="):
+        m.run(ins)
+    # a host pointer given to the device entry point: refused with code 4 and a message, nothing run
+    ptrs_in = (__import__("ctypes").c_void_p * len(g.inputs))(*[feeds[v].ctypes.data for v in g.inputs])
+    ptrs_out = (__import__("ctypes").c_void_p * len(g.outputs))(*[o.data_ptr() for o in outs.values()])
+    assert m._run_device_fn(m._handle, ptrs_in, ptrs_out, None) == 4
+    assert b"host memory" in m._lib.accelc_last_error()
+    with pytest.raises(AccelcError):
+        m.run({v: t.cpu() for v, t in ins.items()}, out=outs)

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import (AccelcError, ArtifactError, InputMismatchError, UnsupportedFeatureError,
                       UnsupportedHardwareError)
 from . import artifact as _artifact
+from . import dlpack as _dlpack
 from .artifact import Artifact
 
 ABI_VERSION = 1
@@ -147,6 +148,33 @@ def _open_library(art: Artifact, cache_dir: str | os.PathLike | None) -> ctypes.
                             f"another OS or architecture, recompile on a matching machine") from None
     _bind(lib, path)
     return lib
+
+
+def _bind_device_entry(lib: ctypes.CDLL):
+    """``accelc_run_device`` of a CUDA library (device pointers, a stream), or None for CPU libraries."""
+    fn = getattr(lib, "accelc_run_device", None)
+    if fn is not None:
+        c = ctypes
+        fn.restype = c.c_int
+        fn.argtypes = [c.c_void_p, c.POINTER(c.c_void_p), c.POINTER(c.c_void_p), c.c_void_p]
+    return fn
+
+
+def _stream_handle(stream: Any) -> int:
+    """A ``cudaStream_t`` as an int from a torch/CuPy stream object, an int, or None (0: legacy default)."""
+    if stream is None:
+        return 0
+    if isinstance(stream, bool):
+        raise InputMismatchError("stream= must be a CUDA stream (torch.cuda.Stream, a CuPy stream or a "
+                                 "cudaStream_t as an int), got a bool")
+    if isinstance(stream, int):
+        return stream
+    for attr in ("cuda_stream", "ptr"):            # torch.cuda.Stream, cupy.cuda.Stream
+        value = getattr(stream, attr, None)
+        if isinstance(value, int):
+            return value
+    raise InputMismatchError(f"stream= must be a CUDA stream (torch.cuda.Stream, a CuPy stream or a "
+                             f"cudaStream_t as an int), got a {type(stream).__name__}")
 
 
 def _bind_profiler(lib: ctypes.CDLL) -> bool:
@@ -337,6 +365,7 @@ class CompiledModule:
         self._in_ptrs = (ctypes.c_void_p * max(1, len(self._inputs)))()
         self._out_ptrs = (ctypes.c_void_p * max(1, len(self._outputs)))()
         self._run_fn = lib.accelc_run
+        self._run_device_fn = _bind_device_entry(lib)
         self._destroy = lib.accelc_destroy
         self._profiler: bool | None = None           # bound on the first profile()
         self._profile_nodes: list[tuple[str, str]] = []
@@ -360,12 +389,15 @@ class CompiledModule:
 
     # ---- running ------------------------------------------------------------------------------
     def _prepare(self, port: _Port, value: Any) -> np.ndarray:
+        if _dlpack.is_dlpack(value):
+            value = self._host_view(port, value, "input")
         if not isinstance(value, np.ndarray):
             if isinstance(value, (np.generic, int, float, bool, list, tuple)):
                 value = np.asarray(value, dtype=port.dtype)
             else:
                 raise InputMismatchError(f"input '{port.name}' is a {type(value).__name__}; pass a NumPy "
-                                         f"array of {_np_name(port.dtype)} with shape {port.shape}")
+                                         f"array (or a DLPack tensor: torch, CuPy, JAX) of "
+                                         f"{_np_name(port.dtype)} with shape {port.shape}")
         if value.dtype != port.dtype:
             raise InputMismatchError(
                 f"input '{port.name}' has dtype {value.dtype.name}, expected {port.dtype.name}; "
@@ -414,17 +446,162 @@ class CompiledModule:
             out_ptrs[i] = _address(a)
         return in_ptrs, out_ptrs
 
-    def run(self, inputs: Mapping[str, Any] | Sequence[Any] = ()) -> dict[str, np.ndarray]:
-        """Runs the model; ``inputs`` by name (dict) or in signature order (list). Returns name -> array."""
-        arrays = [self._prepare(p, v) for p, v in zip(self._inputs, self._order(inputs))]
-        outputs = [np.empty(p.shape, p.dtype) for p in self._outputs]
+    def run(self, inputs: Mapping[str, Any] | Sequence[Any] = (), *, out: Mapping[str, Any] | Sequence[Any] | None = None,
+            stream: Any = None) -> dict[str, Any]:
+        """Runs the model; ``inputs`` by name (dict) or in signature order (list). Returns name -> array.
+
+        Inputs are NumPy arrays or tensors of other frameworks read through DLPack without a copy (torch,
+        CuPy, JAX). ``out`` (by name or in order) receives the outputs in place of new NumPy arrays: NumPy
+        arrays or DLPack tensors of the outputs' dtypes and shapes; the returned dict then holds them.
+
+        CUDA artifacts also run on GPU memory: when the inputs are CUDA tensors, ``out`` must be CUDA
+        tensors too, and the whole run is enqueued on ``stream`` (a ``torch.cuda.Stream``, a CuPy stream or
+        a ``cudaStream_t`` as an int; None: the legacy default stream, torch's default) without waiting:
+        the outputs are ready once that stream has passed this call, and the tensors must stay alive
+        until then (``torch.cuda.current_stream().synchronize()``, or later work on the same stream).
+        """
+        values = self._order(inputs)
+        if self._run_device_fn is not None and self._wants_device(values, out):
+            return self._run_on_device(values, out, stream)
+        if stream is not None:
+            raise InputMismatchError("stream= applies to CUDA artifacts run on GPU tensors; this run reads "
+                                     "host memory, drop stream=")
+        keep: list[Any] = []
+        arrays = [self._prepare(p, v) for p, v in zip(self._inputs, values)]
+        if out is None:
+            outputs = [np.empty(p.shape, p.dtype) for p in self._outputs]
+            given = outputs
+        else:
+            given = self._order_outputs(out)
+            outputs = [self._output_view(p, v, keep) for p, v in zip(self._outputs, given)]
         with self._lock:
             in_ptrs, out_ptrs = self._bind_buffers(arrays, outputs)
             code = self._run_fn(self._handle, in_ptrs, out_ptrs)
         if code != 0:
             msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
             raise AccelcError(f"running the model failed: {msg} (code {code})")
-        return dict(zip(self.output_names, outputs))
+        return dict(zip(self.output_names, given))
+
+    # ---- DLPack and device memory --------------------------------------------------------------
+    def _host_view(self, port: _Port, value: Any, role: str) -> np.ndarray:
+        """A NumPy view of a host DLPack tensor (checked against ``port``), or a clear error for GPU memory."""
+        kind, index = _dlpack.device_of(value)
+        if kind not in (_dlpack.CPU, _dlpack.CUDA_HOST):
+            where = _dlpack.device_name(kind, index)
+            if self._run_device_fn is not None:
+                raise InputMismatchError(f"{role} '{port.name}' is on {where} while other tensors of this run "
+                                         f"are in host memory; pass every input and output on the GPU, or "
+                                         f"every one in host memory")
+            raise InputMismatchError(f"{role} '{port.name}' is on {where}; this artifact runs on the CPU "
+                                     f"(target {self.manifest.get('target', '?')}): pass host memory, e.g. "
+                                     f"x.cpu(), or compile for a GPU target")
+        view = _dlpack.borrow(value, port.name)
+        self._check_port(port, view, role)
+        return view.host_array()
+
+    def _check_port(self, port: _Port, view: "_dlpack.Borrowed", role: str) -> None:
+        if view.dtype != port.dtype:
+            raise InputMismatchError(f"{role} '{port.name}' has dtype {view.dtype_text}, expected "
+                                     f"{port.dtype.name}; cast it first")
+        if view.shape != port.shape:
+            raise InputMismatchError(f"{role} '{port.name}' has shape {view.shape}, expected {port.shape}; the "
+                                     f"artifact is compiled for that shape")
+        if role == "output" and view.read_only:
+            raise InputMismatchError(f"output '{port.name}' is read-only; pass a writable tensor")
+
+    def _order_outputs(self, out: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
+        if isinstance(out, Mapping):
+            unknown = [k for k in out if k not in self.output_names]
+            missing = [n for n in self.output_names if n not in out]
+            if unknown or missing:
+                raise InputMismatchError(f"out= must name every output once ({', '.join(self.output_names)}); "
+                                         + (f"unknown '{unknown[0]}'" if unknown else f"missing '{missing[0]}'"))
+            return [out[n] for n in self.output_names]
+        values = [out] if isinstance(out, np.ndarray) or _dlpack.is_dlpack(out) else list(out)
+        if len(values) != len(self._outputs):
+            raise InputMismatchError(f"out= has {len(values)} buffers, the model has {len(self._outputs)} outputs "
+                                     f"({', '.join(self.output_names)})")
+        return values
+
+    def _output_view(self, port: _Port, value: Any, keep: list[Any]) -> np.ndarray:
+        """The writable, C-contiguous host array the library writes output ``port`` into."""
+        if _dlpack.is_dlpack(value):
+            arr = self._host_view(port, value, "output")
+        elif isinstance(value, np.ndarray):
+            if value.dtype != port.dtype or value.shape != port.shape:
+                raise InputMismatchError(f"output '{port.name}' buffer is {value.dtype.name}{list(value.shape)}, "
+                                         f"expected {port.dtype.name}{list(port.shape)}")
+            arr = value
+        else:
+            raise InputMismatchError(f"output '{port.name}' buffer is a {type(value).__name__}; pass a NumPy "
+                                     f"array or a DLPack tensor")
+        if not arr.flags.writeable:
+            raise InputMismatchError(f"output '{port.name}' buffer is read-only; pass a writable one")
+        if not arr.flags.c_contiguous:
+            raise InputMismatchError(f"output '{port.name}' buffer is not contiguous; pass a contiguous one "
+                                     f"(e.g. torch.empty(...) or np.empty(...))")
+        keep.append(arr)
+        return arr
+
+    def _wants_device(self, values: list[Any], out: Any) -> bool:
+        """Whether a CUDA artifact's run is on GPU memory: decided by the first DLPack tensor in it."""
+        candidates = list(values) + ([] if out is None else
+                                     list(out.values()) if isinstance(out, Mapping) else
+                                     [out] if _dlpack.is_dlpack(out) or isinstance(out, np.ndarray) else list(out))
+        for v in candidates:
+            if _dlpack.is_dlpack(v):
+                return _dlpack.device_of(v)[0] in (_dlpack.CUDA, _dlpack.CUDA_MANAGED)
+            if isinstance(v, np.ndarray):
+                return False
+        return False
+
+    def _run_on_device(self, values: list[Any], out: Any, stream: Any) -> dict[str, Any]:
+        handle = _stream_handle(stream)
+        if out is None:
+            raise InputMismatchError(
+                "a run on GPU tensors writes GPU tensors: pass out= with one per output ("
+                + ", ".join(f"{p.name}: {p.dtype.name}{list(p.shape)}" for p in self._outputs)
+                + "), e.g. torch.empty(shape, dtype=..., device='cuda')")
+        given = self._order_outputs(out)
+        device = self._model_device()
+        views = []
+        for role, ports, objs in (("input", self._inputs, values), ("output", self._outputs, given)):
+            for p, v in zip(ports, objs):
+                if not _dlpack.is_dlpack(v):
+                    raise InputMismatchError(f"{role} '{p.name}' is a {type(v).__name__} while other tensors of "
+                                             f"this run are on the GPU; pass every input and output on the GPU "
+                                             f"(DLPack tensors), or every one in host memory")
+                kind, index = _dlpack.device_of(v)
+                if kind not in (_dlpack.CUDA, _dlpack.CUDA_MANAGED) or (device is not None and index != device):
+                    want = f"cuda:{device}" if device is not None else "the model's GPU"
+                    raise InputMismatchError(f"{role} '{p.name}' is on {_dlpack.device_name(kind, index)}, the "
+                                             f"model runs on {want}; pass every tensor of the run on {want}")
+                view = _dlpack.borrow(v, p.name, handle)
+                self._check_port(p, view, role)
+                if not view.contiguous:
+                    raise InputMismatchError(f"{role} '{p.name}' is not contiguous (strides {view.strides}); "
+                                             f"pass a contiguous tensor, e.g. x.contiguous()")
+                views.append(view)
+        n_in = len(self._inputs)
+        with self._lock:
+            if self._handle is None:
+                raise AccelcError("this module was closed; load the artifact again")
+            for i, view in enumerate(views[:n_in]):
+                self._in_ptrs[i] = view.data
+            for i, view in enumerate(views[n_in:]):
+                self._out_ptrs[i] = view.data
+            code = self._run_device_fn(self._handle, self._in_ptrs, self._out_ptrs, ctypes.c_void_p(handle or None))
+        if code != 0:
+            msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
+            raise AccelcError(f"running the model on GPU tensors failed: {msg} (code {code})")
+        return dict(zip(self.output_names, given))
+
+    def _model_device(self) -> int | None:
+        fn = getattr(self._lib, "accelc_model_device", None)
+        if fn is None:
+            return None
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p]
+        return int(fn(self._handle))
 
     # ---- profiling ----------------------------------------------------------------------------
     def _require_profiler(self) -> None:

@@ -258,6 +258,28 @@ int check_ports(accelc_model* m, const void* const* inputs, void* const* outputs
   return 0;
 }
 
+// accelc_run_device's buffers must be GPU memory of the model's device (or managed memory): a host
+// pointer or another GPU's memory would fail inside a copy, far from its cause, or read the wrong data.
+int check_device_pointers(const accelc_model* m, const void* const* ptrs, int n, const size_t* bytes,
+                          const char* const* names, const char* role) {
+  for (int i = 0; i < n; ++i) {
+    if (!bytes[i]) continue;
+    cudaPointerAttributes attr;
+    cudaError_t e = cudaPointerGetAttributes(&attr, ptrs[i]);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return fail(4, "accelc_run_device: %s %s is not a CUDA pointer (%s)", role, names[i], cudaGetErrorString(e));
+    }
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+      return fail(4, "accelc_run_device: %s %s is host memory; pass device pointers of GPU %d, or call accelc_run "
+                  "with host buffers", role, names[i], m->device);
+    if (attr.type == cudaMemoryTypeDevice && attr.device != m->device)
+      return fail(4, "accelc_run_device: %s %s is on GPU %d, the model runs on GPU %d", role, names[i], attr.device,
+                  m->device);
+  }
+  return 0;
+}
+
 int copy_io(accelc_model* m, const void* const* inputs, void* const* outputs, cudaStream_t s, bool device) {
   cudaError_t e = cudaSuccess;
   const cudaMemcpyKind in_kind = device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
@@ -318,5 +340,11 @@ ACCELC_EXPORT int accelc_run_device(accelc_model* m, const void* const* d_inputs
   int rc = check_ports(m, d_inputs, d_outputs, "accelc_run_device");
   if (rc) return rc;
   DeviceGuard guard(m->device);
+  if ((rc = check_device_pointers(m, d_inputs, kAccelcNumInputs, kAccelcInputBytes, kAccelcInputNames, "input")) ||
+      (rc = check_device_pointers(m, d_outputs, kAccelcNumOutputs, kAccelcOutputBytes, kAccelcOutputNames, "output")))
+    return rc;
   return enqueue(m, d_inputs, d_outputs, static_cast<cudaStream_t>(stream), true);
 }
+
+// The CUDA device the model lives on (its weights and arena), -1 for NULL.
+ACCELC_EXPORT int accelc_model_device(const accelc_model* m) { return m ? m->device : -1; }

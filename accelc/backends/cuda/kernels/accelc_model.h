@@ -11,7 +11,8 @@
  * accelc_run (host buffers): runs on the model's internal stream and returns when the outputs are
  * written (synchronous).
  *
- * accelc_run_device (device buffers on the model's GPU, dense, in signature order and dtypes):
+ * accelc_run_device (device buffers on the model's GPU, dense, in signature order and dtypes; a host
+ * pointer or another GPU's memory is refused with code 4):
  * stream semantics like a cuBLAS call on a user stream. ALL of the run's GPU work (copying the inputs
  * into the model's arena, the kernels or the CUDA graph launch, copying the outputs out) is enqueued on
  * `cuda_stream` (a cudaStream_t; NULL is the legacy default stream, cudaStreamPerThread works too) and
@@ -38,6 +39,7 @@ int accelc_run(accelc_model* m, const void* const* inputs, void* const* outputs)
 int accelc_run_device(accelc_model* m, const void* const* d_inputs, void* const* d_outputs,
                       void* cuda_stream);   /* device buffers; asynchronous, all work on cuda_stream (NULL: legacy default stream) */
 const char* accelc_model_variant(const accelc_model* m);
+int accelc_model_device(const accelc_model* m);     /* the CUDA device the model was created on */
 void accelc_destroy(accelc_model* m);       /* waits for m's last run, frees m only */
 const char* accelc_last_error(void);        /* thread-local message after a non-zero return */
 #ifdef __cplusplus

@@ -266,20 +266,11 @@ class CpuAttentionAttrs:
     out: tuple[int, ...]
 
 
-def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
-    if m.compute != m.pv_compute:
-        return None
-    if any(graph.types[x].dtype != DType.float32 for x in (m.q, m.k, m.v, m.pv.outputs[0])):
-        return None
-    if m.mask is not None and graph.types[m.mask].dtype != DType.float32:
-        return None
+def output_layout(graph: Graph, users, m: AttentionMatch) -> tuple[str, tuple[int, ...]]:
+    """(the value the fused kernel writes, its [batch, head, row, column] strides): the result itself, or,
+    when its only reader is a Transpose that keeps the last axis last, that Transpose's output, written
+    in its layout (the Transpose then goes away)."""
     rank = m.rank
-    q, fq = trace_view(graph, producers, m.q)
-    k, fk = trace_view(graph, producers, m.k)
-    v, fv = trace_view(graph, producers, m.v)
-    if m.k_transposed:      # K^T [.., D, Sk] -> K [.., Sk, D]
-        k = View(k.base, k.offset, k.shape[:-2] + (k.shape[-1], k.shape[-2]), k.strides[:-2] + (k.strides[-1], k.strides[-2]))
-    batch, heads = (m.batch[0], m.batch[1]) if rank == 4 else (m.batch[0], 1)
     out_value = m.pv.outputs[0]
     out_strides = _as4(dense_view(graph, out_value).strides, rank)
     readers = users.get(out_value, [])
@@ -293,6 +284,31 @@ def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
             for i, p in enumerate(perm):
                 st[p] = dense[i]
             out_value, out_strides = t.outputs[0], _as4(tuple(st), rank)
+    return out_value, out_strides
+
+
+def k_rows(k: View, k_transposed: bool) -> View:
+    """K as [.., Sk, D] (rows are keys), whichever way the product read it."""
+    if not k_transposed:
+        return k
+    return View(k.base, k.offset, k.shape[:-2] + (k.shape[-1], k.shape[-2]),
+                k.strides[:-2] + (k.strides[-1], k.strides[-2]))
+
+
+def _fuse(graph: Graph, producers, users, m: AttentionMatch) -> Node | None:
+    if m.compute != m.pv_compute:
+        return None
+    if any(graph.types[x].dtype != DType.float32 for x in (m.q, m.k, m.v, m.pv.outputs[0])):
+        return None
+    if m.mask is not None and graph.types[m.mask].dtype != DType.float32:
+        return None
+    rank = m.rank
+    q, fq = trace_view(graph, producers, m.q)
+    k, fk = trace_view(graph, producers, m.k)
+    v, fv = trace_view(graph, producers, m.v)
+    k = k_rows(k, m.k_transposed)
+    batch, heads = (m.batch[0], m.batch[1]) if rank == 4 else (m.batch[0], 1)
+    out_value, out_strides = output_layout(graph, users, m)
     mask_spec = None
     inputs = [q.base, k.base, v.base]
     if m.mask is not None:

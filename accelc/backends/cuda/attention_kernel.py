@@ -1,15 +1,15 @@
 """The fused attention kernel for ``accelc_cuda.Attention`` nodes (see attention_pattern.py).
 
 FlashAttention-style: a block of 128 threads owns 32 query rows (4 threads per row) of one (batch,
-head); it walks the keys in tiles of 64 held in shared memory, computes the tile's scores
+head); it walks the keys in tiles of 32 held in shared memory, computes the tile's scores
 ``q . k * scale + mask`` in fp32, updates each row's running max ``m`` and sum ``l`` (online softmax)
 and rescales the partial output before adding ``P @ V``. The [S, S] scores never reach global memory.
+Q, K, V and the output are addressed through the node's [batch, head, row, column] strides, so the
+kernel reads the projections where they were written and writes the layout its reader wants.
 Arithmetic is fp32 on CUDA cores (inputs of any float storage type are widened on load), which is at
 least as accurate as the unfused bf16 path it replaces. Rows whose mask is -inf everywhere give 0.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from ...ir import Node
 from ..cpu_amx.emitter import c_float
@@ -20,31 +20,34 @@ from .attention_pattern import ATTENTION_OP
 BQ, BK, THREADS = 32, 32, 128
 
 
+def _address(spec, b: str, h: str, row: str, col: str) -> str:
+    """The element offset of (b, h, row, col) under a stride spec (offset, sb, sh, srow, scol)."""
+    terms = [str(spec[0])] if spec[0] else []
+    for var, stride in ((b, spec[1]), (h, spec[2]), (row, spec[3]), (col, spec[4])):
+        if stride:
+            terms.append(f"(long long)({var}) * {stride}")
+    return " + ".join(terms) or "0"
+
+
 @lowering(ATTENTION_OP)
 def lower_attention(ctx: LowerCtx, node: Node) -> None:
     a = node.attrs
     q, k, v = node.inputs[:3]
     mask = node.inputs[3] if a.has_mask else None
     out = node.outputs[0]
-    qs, ks = ctx.shape(q), ctx.shape(k)
-    rank = len(qs)
-    D, Sq = qs[-1], qs[-2]
-    Sk = ks[-1] if a.k_transposed else ks[-2]
-    H = qs[1] if rank == 4 else 1
-    BH = int(np.prod(qs[:-2], dtype=np.int64))
-    # K element (key s, dim d) of batch-head bh
-    k_s, k_d = (1, Sk) if a.k_transposed else (D, 1)
-    if mask is not None:
-        score_shape = tuple(qs[:-1]) + (Sk,)
+    D, DV, Sq, Sk, H = a.d, a.dv, a.sq, a.sk, a.heads
+    BH = a.batch * a.heads
+    if mask is not None:          # the mask broadcast over the scores [batch(, head), Sq, Sk]
+        score_shape = (a.batch, a.heads, Sq, Sk) if a.rank == 4 else (a.batch, Sq, Sk)
         mv = broadcast_view(ctx.shape(mask), score_shape).strides
-        m_b, m_h = (mv[0], mv[1]) if rank == 4 else (mv[0], 0)
-        m_q, m_k = mv[-2], mv[-1]
+        m_b, m_h, m_q, m_k = (mv[0], mv[1] if a.rank == 4 else 0, mv[-2], mv[-1])
     dq, dk, dv, do = ctx.dtype(q), ctx.dtype(k), ctx.dtype(v), ctx.dtype(out)
-    DPT = -(-D // 4)           # output dims per thread
+    DPT = -(-DV // 4)          # output dims per thread
     name = ctx.kernel_name()
     em = ctx.kernels
     em.comment(f"Attention '{node.name}': softmax(Q K^T * {a.scale:g}{' + mask' if mask else ''}) V, "
-               f"[{BH}] heads x {Sq} queries x {Sk} keys x {D} dims, online softmax in fp32")
+               f"[{a.batch} x {a.heads}] heads x {Sq} queries x {Sk} keys x {D}/{DV} dims, online softmax in fp32; "
+               f"Q, K, V read and the output written through strides")
     params = [f"const {storage(dq)}* __restrict__ q", f"const {storage(dk)}* __restrict__ k",
               f"const {storage(dv)}* __restrict__ v"]
     if mask:
@@ -53,16 +56,17 @@ def lower_attention(ctx: LowerCtx, node: Node) -> None:
     with em.block(f"__global__ void __launch_bounds__({THREADS}) {name}({', '.join(params)})"):
         em.line(f"__shared__ float sq[{BQ}][{D}];")
         em.line(f"__shared__ float sk[{BK}][{D + 1}];")
-        em.line(f"__shared__ float sv[{BK}][{D}];")
+        em.line(f"__shared__ float sv[{BK}][{DV}];")
         em.line(f"__shared__ float sp[{BQ}][{BK + 1}];")
         em.line("const int bh = blockIdx.y, q0 = blockIdx.x * %d;" % BQ)
+        em.line(f"const int b = bh / {H}, h = bh % {H};")
         em.line("const int row = threadIdx.x >> 2, lane = threadIdx.x & 3, qi = q0 + row;")
-        em.line(f"const long long qbase = (long long)bh * {Sq * D}, kbase = (long long)bh * {Sk * D};")
         with em.block(f"for (int t = threadIdx.x; t < {BQ * D}; t += {THREADS})"):
             em.line(f"const int r = t / {D}, d = t % {D};")
-            em.line(f"sq[r][d] = q0 + r < {Sq} ? {load_expr(dq, f'q[qbase + (long long)(q0 + r) * {D} + d]')} : 0.0f;")
+            src = "q[" + _address(a.q, "b", "h", "q0 + r", "d") + "]"
+            em.line(f"sq[r][d] = q0 + r < {Sq} ? {load_expr(dq, src)} : 0.0f;")
         if mask:
-            em.line(f"const long long mbase = (long long)(bh / {H}) * {m_b} + (long long)(bh % {H}) * {m_h} "
+            em.line(f"const long long mbase = (long long)b * {m_b} + (long long)h * {m_h} "
                     f"+ (long long)(qi < {Sq} ? qi : 0) * {m_q};")
         em.line("float m = -CUDART_INF_F, l = 0.0f;")
         em.line(f"float acc[{DPT}];")
@@ -72,11 +76,12 @@ def lower_attention(ctx: LowerCtx, node: Node) -> None:
             em.line("__syncthreads();")
             with em.block(f"for (int t = threadIdx.x; t < {BK * D}; t += {THREADS})"):
                 em.line(f"const int s = t / {D}, d = t % {D};")
-                em.line(f"const bool in = k0 + s < {Sk};")
-                ksrc = f"k[kbase + (long long)(k0 + s) * {k_s} + (long long)d * {k_d}]"
-                vsrc = f"v[kbase + (long long)(k0 + s) * {D} + d]"
-                em.line(f"sk[s][d] = in ? {load_expr(dk, ksrc)} : 0.0f;")
-                em.line(f"sv[s][d] = in ? {load_expr(dv, vsrc)} : 0.0f;")
+                src = "k[" + _address(a.k, "b", "h", "k0 + s", "d") + "]"
+                em.line(f"sk[s][d] = k0 + s < {Sk} ? {load_expr(dk, src)} : 0.0f;")
+            with em.block(f"for (int t = threadIdx.x; t < {BK * DV}; t += {THREADS})"):
+                em.line(f"const int s = t / {DV}, d = t % {DV};")
+                src = "v[" + _address(a.v, "b", "h", "k0 + s", "d") + "]"
+                em.line(f"sv[s][d] = k0 + s < {Sk} ? {load_expr(dv, src)} : 0.0f;")
             em.line("__syncthreads();")
             em.line("float tile_max = -CUDART_INF_F;")
             em.line(f"float s_loc[{BK // 4}];")
@@ -108,7 +113,7 @@ def lower_attention(ctx: LowerCtx, node: Node) -> None:
             em.line("#pragma unroll")
             with em.block(f"for (int j = 0; j < {DPT}; ++j)"):
                 em.line("const int d = lane + 4 * j;")
-                em.line(f"if (d >= {D}) break;")
+                em.line(f"if (d >= {DV}) break;")
                 em.line("float o = acc[j] * corr;")
                 em.line("#pragma unroll 8")
                 em.line(f"for (int kk = 0; kk < {BK}; ++kk) o += sp[row][kk] * sv[kk][d];")
@@ -118,9 +123,10 @@ def lower_attention(ctx: LowerCtx, node: Node) -> None:
         em.line("#pragma unroll")
         with em.block(f"for (int j = 0; j < {DPT}; ++j)"):
             em.line("const int d = lane + 4 * j;")
-            em.line(f"if (d < {D}) out[qbase + (long long)qi * {D} + d] = {store_expr(do, 'acc[j] * inv')};")
+            dst = "out[" + _address(a.out, "b", "h", "qi", "d") + "]"
+            em.line(f"if (d < {DV}) {dst} = {store_expr(do, 'acc[j] * inv')};")
     em.blank()
-    smem = 4 * (BQ * D + BK * (D + 1) + BK * D + BQ * (BK + 1))
+    smem = 4 * (BQ * D + BK * (D + 1) + BK * DV + BQ * (BK + 1))
     if smem > 48 * 1024:
         raise ValueError(f"attention tile needs {smem} bytes of shared memory (head dim too large)")
     args = [ctx.ptr(q), ctx.ptr(k), ctx.ptr(v)] + ([ctx.ptr(mask)] if mask else []) + [ctx.ptr(out)]

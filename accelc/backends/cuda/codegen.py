@@ -83,6 +83,14 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
             v = ctx.aliases[v]
         return v
 
+    def byte_offset(v: str) -> int:
+        """Where ``v``'s bytes start inside its root's (views of views add up)."""
+        total = 0
+        while v in ctx.aliases:
+            total += ctx.alias_offsets.get(v, 0)
+            v = ctx.aliases[v]
+        return total
+
     last: dict[str, int] = {}
     first: dict[str, int] = {}
     for v in graph.inputs:
@@ -146,9 +154,10 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
                             f"reinterpret_cast<{storage(graph.types[v].dtype)}*>(arena + {offsets[v]});")
                     declared.add(v)
             for v in ctx.aliases:
-                r = root(v)
+                r, skip = root(v), byte_offset(v)
                 t = storage(graph.types[v].dtype)
-                base = f"weights + {ctx.const_offsets[r]}" if r in ctx.const_offsets else f"arena + {offsets[r]}"
+                base = f"weights + {ctx.const_offsets[r] + skip}" if r in ctx.const_offsets else \
+                    f"arena + {offsets[r] + skip}"
                 const = "const " if r in ctx.const_offsets else ""
                 em.line(f"[[maybe_unused]] {const}{t}* {c_identifier(v)} = reinterpret_cast<{const}{t}*>({base});")
             em.extend(ctx.fwd)

@@ -409,6 +409,17 @@ def index_maps(graph: Graph, node: Node) -> list[np.ndarray]:
     return [np.asarray(o).astype(np.int64) - 1 for o in outs]
 
 
+def slab_offset(view: View | None, shape: Sequence[int]) -> int | None:
+    """The element offset where an output of ``shape`` read through ``view`` lies in its input as one
+    contiguous run in the same order (so the output can share the input's bytes), or None."""
+    if view is None or view.table is not None:
+        return None
+    dense = contiguous_strides(shape)
+    if all(d == 1 or s == c for d, s, c in zip(shape, view.strides, dense)):
+        return view.offset
+    return None
+
+
 @lowering(*[op for op in MOVEMENT_OPS if op != "Identity_"], check=_check_movement)
 def lower_movement(ctx: LowerCtx, node: Node) -> None:
     x = node.inputs[0]
@@ -419,6 +430,11 @@ def lower_movement(ctx: LowerCtx, node: Node) -> None:
     fill = float(node.attrs.value) if node.op == "Pad" else None
     for k, (out, m) in enumerate(zip(node.outputs, maps)):
         view = affine_of(m)
+        start = slab_offset(view, ctx.shape(out)) if ctx.dtype(out) == ctx.dtype(x) else None
+        if start is not None and ctx.alias(out, x, start):
+            ctx.fwd.comment(f"{node.op} '{node.name}': {out} is the elements [{start}, {start + ctx.numel(out)}) "
+                            f"of {x} in order: a view (no kernel)")
+            continue
         if view is None:
             ctype = "int32_t" if m.max(initial=0) < 2 ** 31 - 1 else "int64_t"
             table = ctx.weight(m.astype(np.int32 if ctype == "int32_t" else np.int64), ctype)
@@ -493,6 +509,12 @@ def lower_gather(ctx: LowerCtx, node: Node) -> None:
     n = outer * n_idx * inner
     if n == 0:
         return
+    if ctx.is_const(indices):       # constant indices picking one contiguous slab (e.g. q, k, v of a QKV tensor)
+        start = slab_offset(affine_of(index_maps(ctx.graph, node)[0]), ctx.shape(out))
+        if start is not None and ctx.alias(out, data, start):
+            ctx.fwd.comment(f"Gather '{node.name}': {out} is the elements [{start}, {start + n}) of {data} in "
+                            f"order: a view (no kernel)")
+            return
     name = ctx.kernel_name()
     k = ctx.kernels
     st, it = storage(ctx.dtype(data)), storage(ctx.dtype(indices))

@@ -22,6 +22,7 @@ from ..cpu_amx.emitter import CppEmitter, c_identifier
 from ..cpu_amx.memory_plan import WeightsBuilder
 
 LOWERINGS = LoweringTable("CUDA")
+ALIAS_ALIGN = 64        # bytes: the arena planner's alignment (memory_plan.ALIGN), kept by views into a buffer
 lowering = LOWERINGS.register
 
 
@@ -73,6 +74,7 @@ class LowerCtx:
     fwd: CppEmitter = field(default_factory=CppEmitter)
     const_offsets: dict[str, int] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)          # value -> value whose bytes it shares
+    alias_offsets: dict[str, int] = field(default_factory=dict)    # value -> byte offset into that value
     scratch_requests: list[ScratchRequest] = field(default_factory=list)
     gemm_instances: dict[str, "object"] = field(default_factory=dict)   # key -> gemm.GemmInstance
     step: int = 0
@@ -101,12 +103,17 @@ class LowerCtx:
             self.const_offsets[value] = self.weights.add(raw_constant(self.graph.constants[value]))
         return c_identifier(value)
 
-    def alias(self, out: str, src: str) -> bool:
-        """Makes ``out`` share ``src``'s bytes. False for graph outputs (they own their buffer)."""
-        if out in self.graph.outputs:
+    def alias(self, out: str, src: str, offset: int = 0) -> bool:
+        """Makes ``out`` share ``src``'s bytes, starting ``offset`` elements into them (a contiguous slab).
+        False for graph outputs (they own their buffer) and for offsets that would break the 64-byte
+        alignment every buffer has (vectorised loads and CUTLASS's 16-byte copies rely on it)."""
+        nbytes = int(offset) * self.dtype(src).itemsize
+        if out in self.graph.outputs or nbytes % ALIAS_ALIGN:
             return False
         self.ptr(src)
         self.aliases[out] = src
+        if nbytes:
+            self.alias_offsets[out] = nbytes
         return True
 
     # -- compile-time data and scratch --

@@ -7,6 +7,13 @@ case still runs; the parent keeps the whole script inside --budget-s, 215 s by d
   weights drawn afresh per layer), bf16 compute, built as the pass pipeline leaves it
   (tests/test_backend_cuda.py's builder).
 * ``membound``: a memory-bound fused kernel (Add + Gelu over 64M fp32) vs device-to-device copy bandwidth.
+* ``onnx_bert_b1`` / ``onnx_bert_b32`` / ``resnet50_b1`` / ``resnet50_b64`` (not in the default set: run
+  them with ``--cases``): the product path end to end. A PyTorch model (nn.TransformerEncoder, BERT-base
+  sizes, seq 128; a ResNet-50 built like torchvision's) is exported to ONNX, compiled with
+  ``accelc.compile(..., dtype="bf16")`` and run through ``CompiledModule.run`` on torch CUDA tensors
+  (DLPack, ``out=``, torch's current stream). Also printed: the cold or warm compile time, and the cosine
+  of accelc's output against the fp32 eager model's. ``--compile-only`` stops after compiling, which
+  also works without a GPU (to check the path, or to warm the build cache).
 
 accelc is timed exactly as a user would run it: ``accelc_run_device`` on torch's current stream, with
 CUDA events recorded on that stream around each call (median of 20). The library enqueues all of a run
@@ -17,6 +24,7 @@ flops of the graph over the event time) next to the GPU's dense bf16 peak. Eager
 timed the same way. Prints one line per measurement; writes JSON to --out.
 
 Usage: python3 bench/bench_cuda.py [--out bench.json] [--budget-s 215] [--cases bert_b1,bert_b32,membound]
+       python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32,resnet50_b1,resnet50_b64 --budget-s 540
 """
 from __future__ import annotations
 
@@ -34,8 +42,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("bert_b1", "bert_b32", "membound")
+ONNX_CASES = {"onnx_bert_b1": ("bert", 1), "onnx_bert_b32": ("bert", 32), "resnet50_b1": ("resnet50", 1),
+              "resnet50_b64": ("resnet50", 64)}
 RESERVE_S = {"bert_b1": 0, "bert_b32": 0, "membound": 30}   # time a case leaves for the cases after it
-MIN_CASE_S = {"bert_b1": 60, "bert_b32": 60, "membound": 25}
+MIN_CASE_S = {"bert_b1": 60, "bert_b32": 60, "membound": 25, **{c: 90 for c in ONNX_CASES}}
 
 
 # ---- parent: runs every case in a child process, within the time budget --------------------------------------
@@ -59,6 +69,8 @@ def _run_cases(args) -> int:
             out_path = fh.name
         cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--result", out_path,
                "--cache", args.cache, "--deadline-s", f"{limit:.1f}", "--compile-mode", args.compile_mode]
+        if args.compile_only:
+            cmd.append("--compile-only")
         print(f"== [{case}] (limit {limit:.0f} s)", flush=True)
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, start_new_session=True)     # own process group: nvcc/inductor workers too
@@ -112,6 +124,8 @@ def _child(args) -> int:
             _bench_bert(int(args.case[len("bert_b"):]), args, row, save, deadline)
         elif args.case == "membound":
             _bench_membound(args, row, save)
+        elif args.case in ONNX_CASES:
+            _bench_onnx(*ONNX_CASES[args.case], args, row, save, deadline)
         else:
             raise ValueError(f"unknown case {args.case}")
     except Exception as e:  # noqa: BLE001 (report, the parent continues with the next case)
@@ -331,6 +345,94 @@ def _bench_bert(batch: int, args, row, save, deadline):
           flush=True)
 
 
+def _onnx_model(kind: str, batch: int, path: Path):
+    """(fp32 torch module, its input as NumPy, GEMM FLOPs or 0) with the module exported to ``path``."""
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_cpu
+    if kind == "bert":
+        exporter = bench_cpu._load_export_module()
+        model = exporter.export_encoder(path, layers=12, seq=128, batch=batch, seed=0).eval()
+        x = np.random.default_rng(1).standard_normal((batch, 128, 768)).astype(np.float32)
+        return model, x, bench_cpu._transformer_flops(12, batch, 128, 768, 3072)
+    import torch
+    torch.manual_seed(0)
+    model = bench_cpu.ResNet(bench_cpu.Bottleneck, (3, 4, 6, 3))
+    bench_cpu._calibrate_batchnorm(model, (2, 3, 224, 224))
+    x = np.random.default_rng(1).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    bench_cpu._export(model.eval(), {"x": x}, ["y"], path)
+    return model, x, 0
+
+
+def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
+    import torch
+    import accelc
+    gpu = torch.cuda.is_available()
+    target = _target_for_gpu(torch) if gpu else "h200"
+    peak = _peak_bf16_tflops(torch) if gpu else None
+    row.update({"model": kind, "batch": batch, "target": target,
+                "gpu": torch.cuda.get_device_name() if gpu else None})
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp:
+        path = Path(tmp) / f"{kind}_b{batch}.onnx"
+        t0 = time.perf_counter()
+        model, x, flops = _onnx_model(kind, batch, path)
+        row["export_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cm = accelc.compile(str(path), target, dtype="bf16", cache_dir=args.cache, measure_accuracy=False)
+        row["accelc_compile_s"] = time.perf_counter() - t0
+    build = cm.manifest["backend"]["build"]
+    row.update({"build": build, "kernels": cm.manifest["backend"]["kernels"]})
+    print(f"{kind} b{batch} (ONNX -> accelc.compile bf16 for {target}): compiled in {row['accelc_compile_s']:.1f} s "
+          f"({build['compiled']} units built, {build['cached']} cached), {row['kernels']} kernels", flush=True)
+    save()
+    if args.compile_only or not gpu:
+        print("  compile only" + ("" if gpu else " (no GPU here)"), flush=True)
+        return
+    m = cm.module
+    stream = torch.cuda.current_stream()
+    xin = torch.from_numpy(x).cuda()
+    torch_dtypes = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+    outs = {p["name"]: torch.empty(tuple(p["shape"]), device="cuda", dtype=torch_dtypes[p["dtype"]])
+            for p in m.signature["outputs"]}
+    feeds = {m.input_names[0]: xin}
+    m.run(feeds, out=outs, stream=stream)
+    torch.cuda.synchronize()
+    model = model.cuda().eval()
+    with torch.inference_mode():
+        ref = model(xin).float()
+        got = next(iter(outs.values())).float()
+        cos = torch.nn.functional.cosine_similarity(got.reshape(1, -1), ref.reshape(1, -1)).item()
+    row["cosine_vs_fp32"] = cos
+    print(f"  cosine vs the fp32 eager model: {cos:.6f}" + ("" if cos > 0.999 else "  !! below 0.999"), flush=True)
+    t_acc = _report(row, "accelc", "accelc", torch, lambda: m.run(feeds, out=outs, stream=stream), flops, peak)
+    save()
+    model = model.to(torch.bfloat16)
+    xb = xin.to(torch.bfloat16)
+    with torch.inference_mode():
+        t_eager = _report(row, "eager", "torch eager", torch, lambda: model(xb), flops, peak)
+        row["speedup_vs_eager"] = t_eager / t_acc
+        save()
+        left = deadline - time.monotonic()
+        if args.compile_mode != "none" and left > 60:
+            try:
+                t0 = time.perf_counter()
+                compiled = torch.compile(model, mode=args.compile_mode)
+                compiled(xb)
+                torch.cuda.synchronize()
+                row["torch_compile_s"] = time.perf_counter() - t0
+                t_comp = _report(row, "torch_compile", "torch.compile", torch, lambda: compiled(xb), flops, peak,
+                                 reps=10)
+                row["speedup_vs_compile"] = t_comp / t_acc
+            except Exception as e:  # noqa: BLE001 (report, keep benchmarking)
+                print(f"  torch.compile failed: {type(e).__name__}: {e}", flush=True)
+                row["compile_error"] = f"{type(e).__name__}: {e}"
+        else:
+            print(f"  torch.compile skipped ({left:.0f} s left, mode {args.compile_mode})", flush=True)
+    print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
+          + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
+          flush=True)
+
+
 def _bench_membound(args, row, save):
     import numpy as np
     import torch
@@ -368,6 +470,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=215.0, help="whole script, all cases")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode, or 'none'")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="ONNX cases: stop after accelc.compile (works without a GPU; warms the build cache)")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)          # child process: one case
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--deadline-s", type=float, default=1e9, help=argparse.SUPPRESS)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks of the CUDA backend: the gpu-marked tests, then bench/bench_cuda.py. Run from the repo root
 # on a machine with an NVIDIA GPU:   bash tools/run_gpu_checks.sh
+# The product-path benchmark (ONNX BERT-base b1/b32 and ResNet-50 b1/b64 through accelc.compile and the
+# DLPack runtime, vs eager and torch.compile) is a second command of its own (< 10 minutes):
+#                                    bash tools/run_gpu_checks.sh onnx
 # Carried wheels (e.g. nvidia-cutlass for the headers) in .whl/ are installed into /tmp/site first.
 # Results go to $OUT (if set) as pytest.txt and bench.json / bench.txt. Whole run: < 9 minutes.
 set -uo pipefail
@@ -12,6 +15,11 @@ OUT_DIR="${OUT:-/tmp/accelc_gpu_checks}"
 mkdir -p "$OUT_DIR"
 export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/tmp/accelc_cache}"
 nvidia-smi -L | tee "$OUT_DIR/gpu.txt"
+if [ "${1:-}" = "onnx" ]; then
+  timeout 580 python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32,resnet50_b1,resnet50_b64 \
+    --budget-s 560 --out "$OUT_DIR/bench_onnx.json" 2>&1 | tee "$OUT_DIR/bench_onnx.txt"
+  exit "${PIPESTATUS[0]}"
+fi
 echo "== gpu tests"
 timeout 300 python3 -X faulthandler -m pytest -q -rs -m "gpu or not gpu" tests/test_backend_cuda.py -k "not compile_for_every_arch" \
   2>&1 | tee "$OUT_DIR/pytest.txt"

@@ -294,6 +294,30 @@ def _report(row, key, name, torch, fn, flops, peak, reps=20):
     return ev
 
 
+def _torch_compile_peer(torch, model, x, args, row, flops, peak, t_acc, deadline) -> None:
+    """Times torch.compile(model, mode=--compile-mode) on x when the case's time allows (under inference_mode)."""
+    left = deadline - time.monotonic()
+    if args.compile_mode == "none":
+        print("  torch.compile skipped (--compile-mode none)", flush=True)
+        return
+    if left < 45:
+        print(f"  torch.compile skipped: {left:.0f} s left of this case's time limit", flush=True)
+        row["compile_skipped"] = f"{left:.0f} s left"
+        return
+    try:
+        t0 = time.perf_counter()
+        compiled = torch.compile(model, mode=args.compile_mode)
+        compiled(x)
+        torch.cuda.synchronize()
+        row["torch_compile_s"] = time.perf_counter() - t0
+        print(f"  torch.compile({args.compile_mode}) took {row['torch_compile_s']:.1f} s", flush=True)
+        t_comp = _report(row, "torch_compile", "torch.compile", torch, lambda: compiled(x), flops, peak, reps=10)
+        row["speedup_vs_compile"] = t_comp / t_acc
+    except Exception as e:  # noqa: BLE001 (report, keep benchmarking)
+        print(f"  torch.compile failed: {type(e).__name__}: {e}", flush=True)
+        row["compile_error"] = f"{type(e).__name__}: {e}"
+
+
 def _bench_bert(batch: int, args, row, save, deadline):
     import torch
     target = _target_for_gpu(torch)
@@ -319,26 +343,7 @@ def _bench_bert(batch: int, args, row, save, deadline):
     with torch.inference_mode():
         t_eager = _report(row, "eager", "torch eager", torch, lambda: model(x), flops, peak)
         save()
-        left = deadline - time.monotonic()
-        if args.compile_mode == "none":
-            print("  torch.compile skipped (--compile-mode none)", flush=True)
-        elif left < 45:
-            print(f"  torch.compile skipped: {left:.0f} s left of this case's time limit", flush=True)
-            row["compile_skipped"] = f"{left:.0f} s left"
-        else:
-            try:
-                t0 = time.perf_counter()
-                compiled = torch.compile(model, mode=args.compile_mode)
-                compiled(x)
-                torch.cuda.synchronize()
-                row["torch_compile_s"] = time.perf_counter() - t0
-                print(f"  torch.compile({args.compile_mode}) took {row['torch_compile_s']:.1f} s", flush=True)
-                t_comp = _report(row, "torch_compile", "torch.compile", torch, lambda: compiled(x), flops, peak,
-                                 reps=10)
-                row["speedup_vs_compile"] = t_comp / t_acc
-            except Exception as e:  # noqa: BLE001 (report, keep benchmarking)
-                print(f"  torch.compile failed: {type(e).__name__}: {e}", flush=True)
-                row["compile_error"] = f"{type(e).__name__}: {e}"
+        _torch_compile_peer(torch, model, x, args, row, flops, peak, t_acc, deadline)
     row["speedup_vs_eager"] = t_eager / t_acc
     print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
           + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
@@ -412,22 +417,7 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
         t_eager = _report(row, "eager", "torch eager", torch, lambda: model(xb), flops, peak)
         row["speedup_vs_eager"] = t_eager / t_acc
         save()
-        left = deadline - time.monotonic()
-        if args.compile_mode != "none" and left > 60:
-            try:
-                t0 = time.perf_counter()
-                compiled = torch.compile(model, mode=args.compile_mode)
-                compiled(xb)
-                torch.cuda.synchronize()
-                row["torch_compile_s"] = time.perf_counter() - t0
-                t_comp = _report(row, "torch_compile", "torch.compile", torch, lambda: compiled(xb), flops, peak,
-                                 reps=10)
-                row["speedup_vs_compile"] = t_comp / t_acc
-            except Exception as e:  # noqa: BLE001 (report, keep benchmarking)
-                print(f"  torch.compile failed: {type(e).__name__}: {e}", flush=True)
-                row["compile_error"] = f"{type(e).__name__}: {e}"
-        else:
-            print(f"  torch.compile skipped ({left:.0f} s left, mode {args.compile_mode})", flush=True)
+        _torch_compile_peer(torch, model, xb, args, row, flops, peak, t_acc, deadline)
     print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
           + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
           flush=True)

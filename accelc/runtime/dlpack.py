@@ -129,10 +129,6 @@ class Borrowed:
             expect *= dim
         return True
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * (self.dtype.itemsize if self.dtype is not None else 0)
-
     def host_array(self) -> np.ndarray:
         """A NumPy array over this CPU tensor's memory (no copy; strided tensors keep their strides)."""
         if self.device_type not in (CPU, CUDA_HOST):

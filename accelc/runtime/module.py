@@ -160,6 +160,15 @@ def _bind_device_entry(lib: ctypes.CDLL):
     return fn
 
 
+def _model_device(lib: ctypes.CDLL, handle: ctypes.c_void_p) -> int | None:
+    """The CUDA device of a model of a CUDA library (``accelc_model_device``), None for other libraries."""
+    fn = getattr(lib, "accelc_model_device", None)
+    if fn is None:
+        return None
+    fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    return int(fn(handle))
+
+
 def _stream_handle(stream: Any) -> int:
     """A ``cudaStream_t`` as an int from a torch/CuPy stream object, an int, or None (0: legacy default)."""
     if stream is None:
@@ -366,6 +375,7 @@ class CompiledModule:
         self._out_ptrs = (ctypes.c_void_p * max(1, len(self._outputs)))()
         self._run_fn = lib.accelc_run
         self._run_device_fn = _bind_device_entry(lib)
+        self._device = _model_device(lib, handle)     # the CUDA device a GPU model lives on, else None
         self._destroy = lib.accelc_destroy
         self._profiler: bool | None = None           # bound on the first profile()
         self._profile_nodes: list[tuple[str, str]] = []
@@ -461,19 +471,17 @@ class CompiledModule:
         until then (``torch.cuda.current_stream().synchronize()``, or later work on the same stream).
         """
         values = self._order(inputs)
-        if self._run_device_fn is not None and self._wants_device(values, out):
-            return self._run_on_device(values, out, stream)
+        given = None if out is None else self._order_outputs(out)
+        if self._run_device_fn is not None and self._wants_device(values + (given or [])):
+            return self._run_on_device(values, given, stream)
         if stream is not None:
             raise InputMismatchError("stream= applies to CUDA artifacts run on GPU tensors; this run reads "
                                      "host memory, drop stream=")
-        keep: list[Any] = []
         arrays = [self._prepare(p, v) for p, v in zip(self._inputs, values)]
-        if out is None:
-            outputs = [np.empty(p.shape, p.dtype) for p in self._outputs]
-            given = outputs
+        if given is None:
+            outputs = given = [np.empty(p.shape, p.dtype) for p in self._outputs]
         else:
-            given = self._order_outputs(out)
-            outputs = [self._output_view(p, v, keep) for p, v in zip(self._outputs, given)]
+            outputs = [self._output_view(p, v) for p, v in zip(self._outputs, given)]
         with self._lock:
             in_ptrs, out_ptrs = self._bind_buffers(arrays, outputs)
             code = self._run_fn(self._handle, in_ptrs, out_ptrs)
@@ -523,7 +531,7 @@ class CompiledModule:
                                      f"({', '.join(self.output_names)})")
         return values
 
-    def _output_view(self, port: _Port, value: Any, keep: list[Any]) -> np.ndarray:
+    def _output_view(self, port: _Port, value: Any) -> np.ndarray:
         """The writable, C-contiguous host array the library writes output ``port`` into."""
         if _dlpack.is_dlpack(value):
             arr = self._host_view(port, value, "output")
@@ -540,30 +548,27 @@ class CompiledModule:
         if not arr.flags.c_contiguous:
             raise InputMismatchError(f"output '{port.name}' buffer is not contiguous; pass a contiguous one "
                                      f"(e.g. torch.empty(...) or np.empty(...))")
-        keep.append(arr)
         return arr
 
-    def _wants_device(self, values: list[Any], out: Any) -> bool:
-        """Whether a CUDA artifact's run is on GPU memory: decided by the first DLPack tensor in it."""
-        candidates = list(values) + ([] if out is None else
-                                     list(out.values()) if isinstance(out, Mapping) else
-                                     [out] if _dlpack.is_dlpack(out) or isinstance(out, np.ndarray) else list(out))
-        for v in candidates:
+    @staticmethod
+    def _wants_device(tensors: list[Any]) -> bool:
+        """Whether a CUDA artifact's run (its inputs, then its out= buffers) is on GPU memory: decided by the
+        first DLPack tensor or NumPy array in it."""
+        for v in tensors:
             if _dlpack.is_dlpack(v):
                 return _dlpack.device_of(v)[0] in (_dlpack.CUDA, _dlpack.CUDA_MANAGED)
             if isinstance(v, np.ndarray):
                 return False
         return False
 
-    def _run_on_device(self, values: list[Any], out: Any, stream: Any) -> dict[str, Any]:
+    def _run_on_device(self, values: list[Any], given: list[Any] | None, stream: Any) -> dict[str, Any]:
         handle = _stream_handle(stream)
-        if out is None:
+        if given is None:
             raise InputMismatchError(
                 "a run on GPU tensors writes GPU tensors: pass out= with one per output ("
                 + ", ".join(f"{p.name}: {p.dtype.name}{list(p.shape)}" for p in self._outputs)
                 + "), e.g. torch.empty(shape, dtype=..., device='cuda')")
-        given = self._order_outputs(out)
-        device = self._model_device()
+        device = self._device
         views = []
         for role, ports, objs in (("input", self._inputs, values), ("output", self._outputs, given)):
             for p, v in zip(ports, objs):
@@ -595,13 +600,6 @@ class CompiledModule:
             msg = _last_error(self._lib) or _ERROR_CODES.get(code, f"error code {code}")
             raise AccelcError(f"running the model on GPU tensors failed: {msg} (code {code})")
         return dict(zip(self.output_names, given))
-
-    def _model_device(self) -> int | None:
-        fn = getattr(self._lib, "accelc_model_device", None)
-        if fn is None:
-            return None
-        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p]
-        return int(fn(self._handle))
 
     # ---- profiling ----------------------------------------------------------------------------
     def _require_profiler(self) -> None:

@@ -27,7 +27,6 @@ from ..cpu_amx.codegen_attention import _as4, dense_view, k_rows, output_layout,
 
 ATTENTION_OP = "accelc_cuda.Attention"
 MAX_HEAD_DIM = 96   # keeps the kernel's static shared memory under 48 KiB
-INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,8 @@ def _node(graph: Graph, producers, users, m: AttentionMatch) -> Node:
     rank = m.rank
     batch, heads = (m.batch[0], m.batch[1]) if rank == 4 else (m.batch[0], 1)
     out_value, out_strides = output_layout(graph, users, m)
+    # offsets and strides of any size: the kernel's address arithmetic is 64-bit (attention_kernel._address)
     specs = [(x.offset,) + _as4(x.strides, rank) for x in (q, k, v)] + [(0,) + tuple(out_strides)]
-    if any(abs(x) > INT_MAX for spec in specs for x in spec):      # 32-bit index arithmetic in the kernel
-        q, k, v = dense_view(graph, m.q), k_rows(dense_view(graph, m.k), m.k_transposed), dense_view(graph, m.v)
-        fq = fk = 1.0
-        out_value, out_strides = m.pv.outputs[0], _as4(dense_view(graph, m.pv.outputs[0]).strides, rank)
-        specs = [(x.offset,) + _as4(x.strides, rank) for x in (q, k, v)] + [(0,) + tuple(out_strides)]
     attrs = AttentionAttrs(float(m.scale * fq * fk), m.mask is not None, rank, batch, heads, m.sq, m.sk, m.d, m.dv,
                            *specs)
     inputs = (q.base, k.base, v.base) + ((m.mask,) if m.mask is not None else ())

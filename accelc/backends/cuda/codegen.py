@@ -78,18 +78,17 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
             _copy_constant_output(ctx, out, k)
 
     # ---- memory plan ------------------------------------------------------------------------------
-    def root(v: str) -> str:
+    def resolve(v: str) -> tuple[str, int]:
+        """The value whose buffer holds ``v``'s bytes, and the byte offset where they start (views of views
+        add up)."""
+        skip = 0
         while v in ctx.aliases:
+            skip += ctx.alias_offsets.get(v, 0)
             v = ctx.aliases[v]
-        return v
+        return v, skip
 
-    def byte_offset(v: str) -> int:
-        """Where ``v``'s bytes start inside its root's (views of views add up)."""
-        total = 0
-        while v in ctx.aliases:
-            total += ctx.alias_offsets.get(v, 0)
-            v = ctx.aliases[v]
-        return total
+    def root(v: str) -> str:
+        return resolve(v)[0]
 
     last: dict[str, int] = {}
     first: dict[str, int] = {}
@@ -154,7 +153,7 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
                             f"reinterpret_cast<{storage(graph.types[v].dtype)}*>(arena + {offsets[v]});")
                     declared.add(v)
             for v in ctx.aliases:
-                r, skip = root(v), byte_offset(v)
+                r, skip = resolve(v)
                 t = storage(graph.types[v].dtype)
                 base = f"weights + {ctx.const_offsets[r] + skip}" if r in ctx.const_offsets else \
                     f"arena + {offsets[r] + skip}"

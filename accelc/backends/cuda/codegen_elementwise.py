@@ -412,7 +412,7 @@ def index_maps(graph: Graph, node: Node) -> list[np.ndarray]:
 def slab_offset(view: View | None, shape: Sequence[int]) -> int | None:
     """The element offset where an output of ``shape`` read through ``view`` lies in its input as one
     contiguous run in the same order (so the output can share the input's bytes), or None."""
-    if view is None or view.table is not None:
+    if view is None:
         return None
     dense = contiguous_strides(shape)
     if all(d == 1 or s == c for d, s, c in zip(shape, view.strides, dense)):
@@ -430,7 +430,7 @@ def lower_movement(ctx: LowerCtx, node: Node) -> None:
     fill = float(node.attrs.value) if node.op == "Pad" else None
     for k, (out, m) in enumerate(zip(node.outputs, maps)):
         view = affine_of(m)
-        start = slab_offset(view, ctx.shape(out)) if ctx.dtype(out) == ctx.dtype(x) else None
+        start = slab_offset(view, ctx.shape(out))
         if start is not None and ctx.alias(out, x, start):
             ctx.fwd.comment(f"{node.op} '{node.name}': {out} is the elements [{start}, {start + ctx.numel(out)}) "
                             f"of {x} in order: a view (no kernel)")

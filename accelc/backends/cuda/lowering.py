@@ -19,10 +19,9 @@ from ...ir import DType, Graph, Node
 from ..lowering_table import CheckFn, EmitFn, Lowering, LoweringTable  # noqa: F401  (re-exported)
 from ..cpu_amx.codegen_context import ScratchRequest, numel, static_shape
 from ..cpu_amx.emitter import CppEmitter, c_identifier
-from ..cpu_amx.memory_plan import WeightsBuilder
+from ..cpu_amx.memory_plan import ALIGN, WeightsBuilder
 
 LOWERINGS = LoweringTable("CUDA")
-ALIAS_ALIGN = 64        # bytes: the arena planner's alignment (memory_plan.ALIGN), kept by views into a buffer
 lowering = LOWERINGS.register
 
 
@@ -108,7 +107,7 @@ class LowerCtx:
         False for graph outputs (they own their buffer) and for offsets that would break the 64-byte
         alignment every buffer has (vectorised loads and CUTLASS's 16-byte copies rely on it)."""
         nbytes = int(offset) * self.dtype(src).itemsize
-        if out in self.graph.outputs or nbytes % ALIAS_ALIGN:
+        if out in self.graph.outputs or nbytes % ALIGN:
             return False
         self.ptr(src)
         self.aliases[out] = src

@@ -20,38 +20,14 @@ import pytest
 from accelc.errors import InputMismatchError
 from accelc.runtime import FORMAT_VERSION, load, pack
 from accelc.runtime import dlpack
+from test_runtime import FAKE_LIB, W, expected
 
 torch = pytest.importorskip("torch")
 
-LIB = r"""
-#include <stddef.h>
-#include <stdlib.h>
-#include <string.h>
-typedef struct accelc_model { float w[4]; } accelc_model;
-static __thread const char* err = "";
+# test_runtime.py's fake CPU library, plus the entry points of a CUDA library (on host memory here)
+DEVICE_PART = r"""
 static void* last_stream = (void*)-1;
 static int device_runs = 0;
-int accelc_abi_version(void) { return 1; }
-const char* accelc_signature_json(void) {
-  return "{\"inputs\":[{\"name\":\"x\",\"dtype\":\"f32\",\"shape\":[2,4]}],"
-         "\"outputs\":[{\"name\":\"y\",\"dtype\":\"f32\",\"shape\":[2,4]}]}";
-}
-const char* accelc_variants(void) { return VARIANT; }
-const char* accelc_select_variant(void) { return VARIANT; }
-int accelc_create(const void* weights, size_t size, int threads, accelc_model** out) {
-  (void)threads;
-  if (size != 4 * sizeof(float)) { err = "weights.bin has the wrong size"; return 2; }
-  accelc_model* m = (accelc_model*)malloc(sizeof *m);
-  memcpy(m->w, weights, size);
-  *out = m;
-  return 0;
-}
-int accelc_run(accelc_model* m, const void* const* in, void* const* out) {
-  const float* x = (const float*)in[0]; float* y = (float*)out[0];
-  for (int i = 0; i < 8; ++i) y[i] = x[i] * m->w[i % 4] + 1.0f;
-  return 0;
-}
-#ifdef DEVICE
 int accelc_run_device(accelc_model* m, const void* const* in, void* const* out, void* stream) {
   last_stream = stream;
   ++device_runs;
@@ -60,23 +36,15 @@ int accelc_run_device(accelc_model* m, const void* const* in, void* const* out, 
 int accelc_model_device(const accelc_model* m) { (void)m; return 0; }
 void* fake_last_stream(void) { return last_stream; }
 int fake_device_runs(void) { return device_runs; }
-#endif
-const char* accelc_model_variant(const accelc_model* m) { (void)m; return VARIANT; }
-void accelc_destroy(accelc_model* m) { free(m); }
-const char* accelc_last_error(void) { return err; }
 """
-
-W = np.array([1, 2, 3, 4], np.float32)
 
 
 def _artifact(tmp_path_factory, device: bool):
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
     d = tmp_path_factory.mktemp("cudalike" if device else "cpulib")
-    (d / "lib.c").write_text(LIB)
-    flags = ['-DVARIANT="sm_90a"', "-DDEVICE"] if device else ['-DVARIANT="avx2"']
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", *flags, "-o", str(d / "model.so"), str(d / "lib.c")],
-                   check=True)
+    (d / "lib.c").write_text(FAKE_LIB + (DEVICE_PART if device else ""))
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(d / "model.so"), str(d / "lib.c")], check=True)
     sig = {"inputs": [{"name": "x", "dtype": "f32", "shape": [2, 4]}],
            "outputs": [{"name": "y", "dtype": "f32", "shape": [2, 4]}]}
     backend = {"name": "cuda", "library": "model.so", "abi_version": 1, "variants": ["sm_90a"]} if device else \
@@ -94,10 +62,6 @@ def cpu_artifact(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cuda_like_artifact(tmp_path_factory):
     return _artifact(tmp_path_factory, device=True)
-
-
-def expected(x):
-    return x * W + 1
 
 
 class FakeGpuTensor:

@@ -318,6 +318,12 @@ def _torch_compile_peer(torch, model, x, args, row, flops, peak, t_acc, deadline
         row["compile_error"] = f"{type(e).__name__}: {e}"
 
 
+def _print_speedups(row) -> None:
+    print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
+          + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
+          flush=True)
+
+
 def _bench_bert(batch: int, args, row, save, deadline):
     import torch
     target = _target_for_gpu(torch)
@@ -345,9 +351,7 @@ def _bench_bert(batch: int, args, row, save, deadline):
         save()
         _torch_compile_peer(torch, model, x, args, row, flops, peak, t_acc, deadline)
     row["speedup_vs_eager"] = t_eager / t_acc
-    print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
-          + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
-          flush=True)
+    _print_speedups(row)
 
 
 def _onnx_model(kind: str, batch: int, path: Path):
@@ -418,9 +422,7 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
         row["speedup_vs_eager"] = t_eager / t_acc
         save()
         _torch_compile_peer(torch, model, xb, args, row, flops, peak, t_acc, deadline)
-    print(f"  accelc x{row['speedup_vs_eager']:.2f} vs eager"
-          + (f", x{row['speedup_vs_compile']:.2f} vs torch.compile" if "speedup_vs_compile" in row else ""),
-          flush=True)
+    _print_speedups(row)
 
 
 def _bench_membound(args, row, save):

@@ -140,7 +140,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                               debug=args.debug, dump_after=args.dump_after, stop_after=args.stop_after,
                               progress=progress, measure_accuracy=not args.no_accuracy, fpga=fpga,
                               winograd=not args.no_winograd, tune=args.tune, tune_budget=args.tune_budget,
-                              allow_tf32=args.allow_tf32)
+                              allow_tf32=args.allow_tf32, emulate=args.emulate)
     progress(f"writing {out}")
     path = write(compiled.artifact, out, overwrite=args.force, layout="dir" if args.output_dir_layout else None)
     report = compiled.manifest["backend"].get("report")
@@ -558,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-tf32", action="store_true",
                    help="CUDA: fp32 GEMMs and convolutions may use TF32 tensor cores (10-bit mantissa "
                         "products, ~1e-3 relative error each); default: fp32 on CUDA cores")
+    p.add_argument("--emulate", action="store_true",
+                   help="CUDA: build the generated CUDA code for a host emulator (g++, no GPU) to check its "
+                        "numbers here; slow, not for deployment")
     p.add_argument("--dir", dest="output_dir_layout", action="store_true",
                    help="write the artifact as a directory instead of a zip")
     p.add_argument("--cache-dir", help="build cache directory (default ~/.cache/accelc)")

@@ -138,7 +138,7 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
             debug: bool = False, dump_after: Iterable[str] = (), stop_after: str | None = None,
             progress: Progress | None = None, measure_accuracy: bool = True,
             fpga: Mapping[str, Any] | None = None, winograd: bool = True, tune: bool = False,
-            tune_budget: float = 60.0, allow_tf32: bool = False) -> CompiledModel:
+            tune_budget: float = 60.0, allow_tf32: bool = False, emulate: bool = False) -> CompiledModel:
     """Compiles an ONNX model (path, bytes or ``onnx.ModelProto``) for ``target``.
 
     ``shapes`` fixes symbolic input dimensions (``{"input_ids": (1, 128)}`` or ``"1x128"``); backends
@@ -162,6 +162,11 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     ``allow_tf32`` (CUDA targets): fp32 GEMMs and convolutions may run on TF32 tensor cores, whose products
     keep 10 mantissa bits (about 1e-3 relative error per product) instead of fp32's 23. Off by default:
     an fp32 model then computes in fp32 on CUDA cores.
+
+    ``emulate`` (CUDA targets): build the generated CUDA code for the host emulator instead of the GPU
+    (g++ only; no nvcc, CUTLASS or GPU needed). The artifact runs on this CPU, slowly, and computes what
+    the GPU code would, so its accuracy is measured here; it is for checking numerics, not for deployment
+    (backends/cuda/emulate.py says what it does and does not check).
     """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
@@ -177,6 +182,9 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     if allow_tf32 and tgt.backend != "cuda":
         raise AccelcError(f"TF32 applies to CUDA targets; '{tgt.name}' is a {tgt.backend} target "
                           f"(drop --allow-tf32)")
+    if emulate and tgt.backend != "cuda":
+        raise AccelcError(f"emulation applies to CUDA targets; '{tgt.name}' is a {tgt.backend} target "
+                          f"(drop --emulate)")
     if isinstance(tune_budget, bool) or not isinstance(tune_budget, (int, float)) or not tune_budget >= 0:
         raise AccelcError(f"tune_budget must be a number of seconds >= 0, got {tune_budget!r}")
     if tgt.backend == "fpga_hls":
@@ -230,7 +238,8 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     parts = backend.lower(graph, tgt, BackendOptions(threads=threads, cache_dir=_str(cache_dir), debug=debug,
                                                      verbose=debug, fpga=fpga, winograd=bool(winograd),
                                                      tune=bool(tune), tune_budget_s=float(tune_budget),
-                                                     allow_tf32=bool(allow_tf32), progress=progress))
+                                                     allow_tf32=bool(allow_tf32), emulate=bool(emulate),
+                                                     progress=progress))
     timings["backend"] = time.perf_counter() - t0
 
     manifest: dict[str, Any] = {
@@ -242,6 +251,7 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
         "signature": signature_of(graph),
         "options": {"dtype": dtype, "opt_level": opt_level, "threads": threads, "winograd": bool(winograd),
                     "tune": bool(tune), **({"allow_tf32": True} if allow_tf32 else {}),
+                    **({"emulate": True} if emulate else {}),
                     "shapes": {k: list(v) for k, v in fixed_shapes.items()},
                     **({"stop_after": stop_after} if stop_after else {})},
         "pass_log": pass_log,

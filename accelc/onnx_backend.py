@@ -38,7 +38,8 @@ class AccelcBackendRep(BackendRep):
 
 
 class AccelcBackend(Backend):
-    """Compiles for ``host`` in fp32. Options: ``target``, ``dtype``, ``opt_level``, ``cache_dir``."""
+    """Compiles for ``host`` in fp32. Options: ``target``, ``dtype``, ``opt_level``, ``cache_dir``, ``emulate``
+    (a CUDA target's code run by the host emulator)."""
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> AccelcBackendRep:
@@ -47,7 +48,7 @@ class AccelcBackend(Backend):
         from .compiler import compile as accelc_compile
         compiled = accelc_compile(model, kwargs.get("target", "host"), dtype=kwargs.get("dtype", "fp32"),
                                   opt_level=kwargs.get("opt_level", 2), cache_dir=kwargs.get("cache_dir"),
-                                  measure_accuracy=False)
+                                  measure_accuracy=False, emulate=bool(kwargs.get("emulate", False)))
         return AccelcBackendRep(compiled)
 
     @classmethod

@@ -4,7 +4,9 @@ Runs every node test whose ops have a frontend handler (the same selection as
 tests/test_onnx_conformance.py), in this process, and prints one line per op and the total:
 "N passed of M node tests with supported ops". Builds are cached, so a rerun is fast.
 
-    python bench/onnx_conformance_report.py [-k REGEX] [--failures]
+    python bench/onnx_conformance_report.py [-k REGEX] [--failures] [--target T [--emulate]]
+
+``--target h100 --emulate`` runs the CUDA backend's generated code under the host emulator (no GPU).
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ from accelc.errors import UnsupportedFeatureError  # noqa: E402
 from accelc.onnx_backend import AccelcBackend, node_tests_with_supported_ops  # noqa: E402
 
 
-def run_case(case) -> tuple[str, str]:
+def run_case(case, **options) -> tuple[str, str]:
     """('pass' | 'fail' | 'unsupported', detail)."""
     from onnx.backend.test.runner import Runner
     try:
-        rep = AccelcBackend.prepare(case.model, "CPU")
+        rep = AccelcBackend.prepare(case.model, "CPU", **options)
         for inputs, ref_outputs in case.data_sets:
             outs = rep.run(list(inputs))
             Runner.assert_similar_outputs(list(ref_outputs), list(outs), rtol=case.rtol, atol=case.atol)
@@ -41,6 +43,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-k", help="only tests whose name matches this regex")
     p.add_argument("--failures", action="store_true", help="print each failing test and why")
+    p.add_argument("--target", default="host", help="compile for this target (default host)")
+    p.add_argument("--emulate", action="store_true", help="CUDA targets: run the code under the host emulator")
     a = p.parse_args()
     warnings.simplefilter("ignore")
     from onnx.backend.test.loader import load_node_model_tests
@@ -49,7 +53,7 @@ def main() -> None:
     per_op: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures = []
     for i, case in enumerate(cases, 1):
-        status, detail = run_case(case)
+        status, detail = run_case(case, target=a.target, emulate=a.emulate)
         for op in selected[case.name]:
             per_op[op][status] += 1
         if status != "pass":

@@ -123,6 +123,26 @@ def encoder(batch=2, seq=19, d=64, heads=4, ffn=128, compute=F32) -> Graph:
     return g
 
 
+def families() -> Graph:
+    """Elementwise, movement, reduction and selection ops in one graph."""
+    g = Graph("families")
+    x = g.add_input("x", TensorType(F32, (3, 5, 7)))
+    y = g.add_input("y", TensorType(F32, (5, 1)))
+    (a,) = g.add_node("Add", [x, y])
+    (b,) = g.add_node("Gelu", [a])
+    (c,) = g.add_node("Transpose", [b], _attrs("Transpose", perm=(2, 0, 1)))
+    (d,) = g.add_node("Slice", [c, g.add_constant(np.array([1], np.int64)), g.add_constant(np.array([6], np.int64)),
+                                g.add_constant(np.array([0], np.int64)), g.add_constant(np.array([2], np.int64))])
+    (e,) = g.add_node("Concat", [d, d], _attrs("Concat", axis=1))
+    (f,) = g.add_node("ReduceMean", [e], _attrs("ReduceMean", axes=(2,), keepdims=False))
+    (h,) = g.add_node("Tile", [e, g.add_constant(np.array([1, 2, 1], np.int64))])
+    (w,) = g.add_node("Where", [g.add_node("Greater", [h, g.add_constant(np.array(0.0, np.float32))])[0], h,
+                                g.add_constant(np.array(-1.0, np.float32))])
+    (am,) = g.add_node("ArgMax", [w], _attrs("ArgMax", axis=1, keepdims=False))
+    g.outputs = [f, w, am]
+    return g
+
+
 def _attrs(op, **kw):
     from accelc.ir import get_op
     return get_op(op).attrs(**kw)
@@ -214,22 +234,27 @@ def test_attention_reads_projections_through_strides():
     _attention_specs_agree_with_reference(g, _feeds(g))
 
 
+def _load_exporter():
+    """examples/export_encoder.py as a module (torch nn.TransformerEncoder -> ONNX)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("export_encoder", Path(__file__).resolve().parents[1] /
+                                                  "examples" / "export_encoder.py")
+    exporter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exporter)
+    return exporter
+
+
 def test_exported_encoder_attention_reads_in_place(tmp_path):
     """nn.TransformerEncoderLayer exported to ONNX: Q/K/V come out of the packed in-projection through
     Unsqueeze/Transpose/Squeeze/Gather, are split into heads by Reshape/Transpose and scaled by Mul; the
     result goes back through Transpose. The fused node reads and writes through strides and every one of
     those copies is gone from the graph the CUDA code is made from."""
     pytest.importorskip("torch")
-    import importlib.util
-    from pathlib import Path
     from accelc.frontend.onnx import load_onnx
     from accelc.passes.manager import PassContext, PassManager
-    spec = importlib.util.spec_from_file_location("export_encoder", Path(__file__).resolve().parents[1] /
-                                                  "examples" / "export_encoder.py")
-    exporter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exporter)
     path = tmp_path / "enc.onnx"
-    exporter.export_encoder(path, layers=2, hidden=64, heads=4, ffn=128, seq=16, batch=2)
+    _load_exporter().export_encoder(path, layers=2, hidden=64, heads=4, ffn=128, seq=16, batch=2)
     graph, _ = PassManager().run(load_onnx(str(path)), PassContext(target=get_target("h100"), dtype="bf16"))
     feeds = {graph.inputs[0]: RNG.standard_normal(tuple(graph.types[graph.inputs[0]].shape)).astype(np.float32)}
     fused = _attention_specs_agree_with_reference(graph, feeds)
@@ -403,21 +428,7 @@ def test_bf16_cosine(build, cuda_cache):
 @needs_nvcc
 @pytest.mark.gpu
 def test_elementwise_and_movement_families(cuda_cache):
-    g = Graph("families")
-    x = g.add_input("x", TensorType(F32, (3, 5, 7)))
-    y = g.add_input("y", TensorType(F32, (5, 1)))
-    (a,) = g.add_node("Add", [x, y])
-    (b,) = g.add_node("Gelu", [a])
-    (c,) = g.add_node("Transpose", [b], _attrs("Transpose", perm=(2, 0, 1)))
-    (d,) = g.add_node("Slice", [c, g.add_constant(np.array([1], np.int64)), g.add_constant(np.array([6], np.int64)),
-                                g.add_constant(np.array([0], np.int64)), g.add_constant(np.array([2], np.int64))])
-    (e,) = g.add_node("Concat", [d, d], _attrs("Concat", axis=1))
-    (f,) = g.add_node("ReduceMean", [e], _attrs("ReduceMean", axes=(2,), keepdims=False))
-    (h,) = g.add_node("Tile", [e, g.add_constant(np.array([1, 2, 1], np.int64))])
-    (w,) = g.add_node("Where", [g.add_node("Greater", [h, g.add_constant(np.array(0.0, np.float32))])[0], h,
-                                g.add_constant(np.array(-1.0, np.float32))])
-    (am,) = g.add_node("ArgMax", [w], _attrs("ArgMax", axis=1, keepdims=False))
-    g.outputs = [f, w, am]
+    g = families()
     feeds = _feeds(g)
     want = evaluate(g, feeds)
     (got,), _ = _run_artifact(g, _gpu_target(), cuda_cache, feeds)

@@ -17,6 +17,7 @@ class BackendOptions:
     verbose: bool = False
     allow_tf32: bool = False       # CUDA: fp32 GEMMs may use TF32 tensor cores (10-bit mantissa products)
     cutlass_dir: str | None = None # CUDA: CUTLASS include root; None: the nvidia-cutlass package
+    emulate: bool = False          # CUDA: build the library for the host emulator (numerics without a GPU; slow)
     fpga: Any = None               # FPGA: FpgaOptions or a dict of them (bits, io, reuse_factor, ...)
     winograd: bool = True          # CPU: 3x3 stride-1 fp32 convolutions may run as Winograd convolutions
     tune: bool = False             # CPU: measure each GEMM/conv call site's work split (cpu_amx/tuning.py)

@@ -53,10 +53,14 @@ class CudaBackend:
         t0 = time.perf_counter()
         gen = generate(graph, arch, options)
         t_gen = time.perf_counter() - t0
-        builder = CudaBuilder(arch, options.cache_dir, getattr(options, "cutlass_dir", None),
-                              log=print if options.verbose else None)
         t0 = time.perf_counter()
-        library = builder.build(gen.files, gen.gemm_sources)
+        if getattr(options, "emulate", False):
+            from .emulate import build_emulated
+            library, stats = build_emulated(gen, options.cache_dir), {}
+        else:
+            builder = CudaBuilder(arch, options.cache_dir, getattr(options, "cutlass_dir", None),
+                                  log=print if options.verbose else None)
+            library, stats = builder.build(gen.files, gen.gemm_sources), builder.stats
         t_build = time.perf_counter() - t0
         from .build import KERNELS_DIR
         files = {"model.so": library, "weights.bin": gen.weights,
@@ -64,12 +68,12 @@ class CudaBackend:
         for name, text in {**gen.files, **gen.gemm_sources}.items():
             files[f"src/{name}"] = text.encode()
         manifest = {
-            "name": "cuda", "library": "model.so", "weights": "weights.bin", "abi_version": 1,
+            "name": "cuda", "emulated": bool(getattr(options, "emulate", False)), "library": "model.so", "weights": "weights.bin", "abi_version": 1,
             "variants": [arch.sm], "archs": [arch.sm], "gencode": list(arch.gencode),
             "arena_bytes": gen.arena_bytes, "arena_naive_bytes": gen.naive_bytes, "weights_bytes": len(gen.weights),
             "kernels": gen.kernels, "gemm_instances": sorted(gen.gemm_sources), "fused_attention": gen.attention_nodes,
-            "cuda_graph": not options.debug,
-            "build": {"generate_s": round(t_gen, 3), "build_s": round(t_build, 3), **builder.stats},
+            "cuda_graph": not options.debug and not getattr(options, "emulate", False),
+            "build": {"generate_s": round(t_gen, 3), "build_s": round(t_build, 3), **stats},
         }
         return CompiledParts(files, manifest)
 

@@ -33,6 +33,7 @@ from .lowering import LOWERINGS, LowerCtx, storage
 class Generated:
     files: dict[str, str]                   # generated sources: accelc_model.cu, accelc_model_config.h
     gemm_sources: dict[str, str]            # gemm_<key>.cu -> source
+    gemm_instances: list                    # the codegen_linalg.GemmInstance behind each of them
     weights: bytes
     arena_bytes: int
     naive_bytes: int
@@ -197,7 +198,8 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
         raise BackendError(f"CUDA backend: graph outputs {missing} have no device buffer (internal error)")
     gemm_sources = {f"gemm_{i.key}.cu": i.source() for i in ctx.gemm_instances.values()}
     kernels = model_cu.count("__global__")
-    return Generated({"accelc_model.cu": model_cu, "accelc_model_config.h": h.render()}, gemm_sources, weights,
+    return Generated({"accelc_model.cu": model_cu, "accelc_model_config.h": h.render()}, gemm_sources,
+                     list(ctx.gemm_instances.values()), weights,
                      plan.arena_bytes, plan.naive_bytes, kernels, n_attention)
 
 

@@ -138,7 +138,7 @@ class LowerCtx:
         return unique
 
     def launch(self, kernel: str, grid: str, block: str, args: list[str], shmem: str = "0") -> None:
-        self.fwd.line(f"{kernel}<<<{grid}, {block}, {shmem}, stream>>>({', '.join(args)});")
+        self.fwd.line(f"ACCELC_LAUNCH({kernel}, {grid}, {block}, {shmem}, stream)({', '.join(args)});")
         self.fwd.line(f"ACCELC_CHECK_LAUNCH({_c_str(self.node_label())});")
 
     def node_label(self) -> str:

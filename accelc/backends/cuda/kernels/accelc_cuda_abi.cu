@@ -27,6 +27,7 @@
 #include <new>
 
 #include "accelc_model_config.h"
+#include "accelc_weights_checksum.h"
 
 #define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -52,17 +53,6 @@ int fail(int code, const char* fmt, ...) {
 // Compiled with the model's -gencode list: whether the device can load it tells us whether the fatbin
 // holds SASS or PTX this GPU runs.
 __global__ void accelc_probe_kernel(int* p) { if (p) *p = 1; }
-
-uint64_t weights_checksum(const unsigned char* p, size_t n) {
-  uint64_t h = 0;
-  const size_t words = (n + 7) / 8;
-  for (size_t i = 0; i < words; ++i) {
-    uint64_t w = 0;
-    std::memcpy(&w, p + i * 8, i * 8 + 8 <= n ? 8 : n - i * 8);
-    h += (w ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull;
-  }
-  return h ^ uint64_t(n);
-}
 
 // The architecture of the fatbin this device runs, or nullptr with `why` filled in.
 const char* pick_arch(int device, char* why, size_t cap) {

@@ -11,6 +11,12 @@
 #include <math_constants.h>
 #include <cstdint>
 
+// Every launch in the generated code goes through this macro, so that the host emulation
+// (kernels/emulation/accelc_cuda_emulation.h, which defines it first) can run the same source.
+#ifndef ACCELC_LAUNCH
+#define ACCELC_LAUNCH(kernel, grid, block, shmem, stream) kernel<<<grid, block, shmem, stream>>>
+#endif
+
 namespace accelc {
 
 // ---- storage <-> compute conversions -------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Building the generated CUDA code for the host emulator, so its numbers can be checked without a GPU.
+
+The model's ``accelc_model.cu`` is compiled unchanged by g++ against ``kernels/emulation/`` (stand-ins for
+the CUDA headers: every thread of a block is a fiber, barriers and warp shuffles are scheduling points,
+see ``accelc_cuda_emulation.h``). Each CUTLASS GEMM instantiation is replaced by a host GEMM that computes
+what its arguments ask for and refuses what CUTLASS or the hardware would refuse (``accelc_emu_gemm.h``).
+The library exports the same C ABI as the GPU library minus ``accelc_run_device``, so the ordinary
+runtime loads it and the reference interpreter can be compared with it.
+
+What this checks: every generated kernel (indexing, strides, views, the memory plan, reductions, the
+fused attention's online softmax, bf16/fp16 rounding), GEMM call arguments (layouts, leading dimensions,
+batch strides, epilogues) and launch configurations. What it cannot: timing, the CUTLASS kernels
+themselves, and races a missing barrier would cause on a GPU. It is slow (one fiber per CUDA thread);
+use small models.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ...errors import BuildError
+from ...ir import DType
+from .build import KERNELS_DIR
+from .codegen import Generated
+from .codegen_linalg import _CUTLASS_ACT, GemmInstance
+from .lowering import storage
+
+EMULATION_DIR = KERNELS_DIR / "emulation"
+FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-fno-strict-aliasing")
+
+
+def find_cxx() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise BuildError("no C++ compiler (g++) was found for the CUDA emulation; install g++ or set $CXX")
+    return cxx
+
+
+def gemm_source(inst: GemmInstance) -> str:
+    """The host stand-in of one CUTLASS instantiation: same symbol, same arguments."""
+    tf32 = inst.element_ab == DType.float32 and inst.op_class == "TensorOp"
+    ea, ec = storage(inst.element_ab), storage(inst.element_c)
+    col_a, col_b = (str(layout == "ColumnMajor").lower() for layout in (inst.layout_a, inst.layout_b))
+    return (f'extern "C" cudaError_t {inst.function}(const AccelcGemmArgs* p, cudaStream_t) {{\n'
+            f"  return accelc_emu::gemm<{ea}, {col_a}, {ea}, {col_b}, {ec}, accelc_emu::Act::{_CUTLASS_ACT[inst.act]}, "
+            f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>(*p, \"{inst.key}\");\n}}\n")
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little") + p)
+    return h.hexdigest()
+
+
+def _headers() -> bytes:
+    return b"".join(p.name.encode() + p.read_bytes() for d in (KERNELS_DIR, EMULATION_DIR)
+                    for p in sorted(d.iterdir()) if p.is_file())
+
+
+def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
+    """Compiles ``gen`` for the emulator (cached by content) and returns the library's bytes."""
+    cxx = find_cxx()
+    gemms = '#include "accelc_emu_gemm.h"\n\n' + "\n".join(gemm_source(i) for i in gen.gemm_instances)
+    sources = {"accelc_model.cu": gen.files["accelc_model.cu"], "accelc_emu_gemms.cpp": gemms}
+    config = gen.files["accelc_model_config.h"]
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BuildError(f"cannot run {cxx}: {e}") from None
+    key = _digest(version.encode(), " ".join(FLAGS).encode(), _headers(), config.encode(),
+                  *(f"{n}\0{t}".encode() for n, t in sorted(sources.items())))
+    base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME") or
+                                                  Path.home() / ".cache") / "accelc"
+    lib = base / "cuda-emulation" / key[:2] / f"{key}.so"
+    if lib.is_file():
+        return lib.read_bytes()
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="accelc_cuda_emu_") as tmp:
+        for name, text in {**sources, "accelc_model_config.h": config}.items():
+            (Path(tmp) / name).write_text(text)
+        out = Path(tmp) / "model.so"
+        cmd = [cxx, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", tmp, "-x", "c++",
+               str(Path(tmp) / "accelc_model.cu"), str(Path(tmp) / "accelc_emu_gemms.cpp"),
+               str(EMULATION_DIR / "accelc_cuda_emu_abi.cpp"), "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.splitlines()
+            raise BuildError("building the CUDA emulation failed:\n" + "\n".join(errors[:12]))
+        data = out.read_bytes()
+    fd, tmp_lib = tempfile.mkstemp(dir=lib.parent, prefix=".lib.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp_lib, lib)
+    return data

@@ -1,0 +1,110 @@
+// accelc CUDA emulation: the C ABI of a model library (version 1, include/accelc_model.h) over host memory,
+// for the generated CUDA code built with g++ against accelc_cuda_emulation.h. A model owns a copy of the
+// weights and one arena of kAccelcArenaBytes, the same plan as on the GPU. Each run starts with the arena
+// filled with 0xFF bytes (NaN for every float type): a kernel that reads bytes nothing of this run wrote
+// yet, or an output nothing wrote, shows NaN instead of passing with a previous run's values. There is no accelc_run_device: the emulation has no GPU memory.
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "accelc_cuda_emulation.h"
+#include "accelc_model_config.h"
+#include "accelc_weights_checksum.h"
+
+#define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace accelc_generated {
+cudaError_t forward(unsigned char* arena, const unsigned char* weights, cudaStream_t stream);
+extern const char* g_failed_node;
+}
+
+namespace {
+
+thread_local char g_last_error[768] = "";
+
+int fail(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+int fail(int code, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+unsigned char* allocate(size_t n) {
+  void* p = nullptr;
+  return posix_memalign(&p, 256, n ? n : 256) == 0 ? static_cast<unsigned char*>(p) : nullptr;
+}
+
+}  // namespace
+
+struct accelc_model {
+  unsigned char* weights;
+  unsigned char* arena;
+};
+
+ACCELC_EXPORT int accelc_abi_version(void) { return 1; }
+ACCELC_EXPORT const char* accelc_signature_json(void) { return kAccelcSignatureJson; }
+ACCELC_EXPORT const char* accelc_variants(void) { return kAccelcArchList; }
+// "sm_90a (host emulation)": what the library computes like, and that it is not the GPU build
+static const char* variant_name() {
+  static char name[96] = "";
+  if (!name[0]) std::snprintf(name, sizeof name, "%s (host emulation)", kAccelcArchs[0].name);
+  return name;
+}
+
+ACCELC_EXPORT const char* accelc_select_variant(void) { return variant_name(); }
+ACCELC_EXPORT const char* accelc_last_error(void) { return g_last_error; }
+ACCELC_EXPORT const char* accelc_model_variant(const accelc_model* m) { return m ? variant_name() : nullptr; }
+
+ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
+  if (!m) return;
+  std::free(m->weights);
+  std::free(m->arena);
+  delete m;
+}
+
+ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int, accelc_model** out) {
+  if (!out) return fail(4, "accelc_create: out is NULL");
+  *out = nullptr;
+  if (weights_size != kAccelcWeightsBytes)
+    return fail(2, "weights size mismatch: %zu bytes given, the model needs %llu (use the weights.bin built "
+                "with this library)", weights_size, (unsigned long long)kAccelcWeightsBytes);
+  if (weights_size && !weights) return fail(4, "accelc_create: weights is NULL");
+  if (weights_size && weights_checksum(static_cast<const unsigned char*>(weights), weights_size) != kAccelcWeightsChecksum)
+    return fail(2, "weights checksum mismatch: weights.bin does not belong to this library or is damaged");
+  accelc_model* m = new (std::nothrow) accelc_model{allocate(weights_size), allocate(kAccelcArenaBytes)};
+  if (!m || !m->weights || !m->arena) {
+    accelc_destroy(m);
+    return fail(3, "out of host memory for the emulated model (%llu bytes of weights, %llu of arena)",
+                (unsigned long long)weights_size, (unsigned long long)kAccelcArenaBytes);
+  }
+  if (weights_size) std::memcpy(m->weights, weights, weights_size);
+  *out = m;
+  return 0;
+}
+
+ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* const* outputs) {
+  if (!m) return fail(4, "accelc_run: model is NULL");
+  if ((kAccelcNumInputs && !inputs) || (kAccelcNumOutputs && !outputs))
+    return fail(4, "accelc_run: inputs or outputs array is NULL");
+  std::memset(m->arena, 0xFF, kAccelcArenaBytes);
+  for (int i = 0; i < kAccelcNumInputs; ++i) {
+    if (!inputs[i] && kAccelcInputBytes[i]) return fail(4, "accelc_run: input %s is NULL", kAccelcInputNames[i]);
+    if (kAccelcInputBytes[i]) std::memcpy(m->arena + kAccelcInputOffsets[i], inputs[i], kAccelcInputBytes[i]);
+  }
+  cudaGetLastError();
+  accelc_emu::g_message[0] = '\0';
+  const cudaError_t e = accelc_generated::forward(m->arena, m->weights, nullptr);
+  if (e != cudaSuccess)
+    return fail(5, "running the model failed at %s: %s (%s)", accelc_generated::g_failed_node, cudaGetErrorString(e),
+                accelc_emu::g_message);
+  for (int i = 0; i < kAccelcNumOutputs; ++i) {
+    if (!outputs[i] && kAccelcOutputBytes[i]) return fail(4, "accelc_run: output %s is NULL", kAccelcOutputNames[i]);
+    if (kAccelcOutputBytes[i]) std::memcpy(outputs[i], m->arena + kAccelcOutputOffsets[i], kAccelcOutputBytes[i]);
+  }
+  return 0;
+}

@@ -1,0 +1,95 @@
+// accelc CUDA emulation: what a CUTLASS GEMM instantiation (accelc_cutlass_gemm.cuh) computes, on the host.
+//
+// D[b] = act(alpha * A[b] @ B[b] + beta * C[b]) with fp32 accumulation, operands read through the
+// instantiation's layouts, leading dimensions and batch strides exactly as run_gemm passes them to
+// CUTLASS. Before computing, it refuses what the GPU would refuse: the extents CUTLASS's can_implement
+// rejects for the instantiation's alignments, and operand pointers, leading dimensions or batch strides
+// that would make its vector copies misaligned (a fault on the GPU).
+#pragma once
+#include <cmath>
+
+#include "accelc_cuda_emulation.h"
+#include "accelc_gemm_args.h"
+
+namespace accelc_emu {
+
+enum class Act { Identity, ReLu, GELU, GELU_taylor, Sigmoid, Tanh, SiLu };
+
+template <Act A> inline float activate(float x) {
+  switch (A) {
+    case Act::Identity: return x;
+    case Act::ReLu: return x > 0.0f ? x : 0.0f;
+    case Act::GELU: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+    case Act::GELU_taylor:
+      return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case Act::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
+    case Act::Tanh: return std::tanh(x);
+    case Act::SiLu: return x / (1.0f + std::exp(-x));
+  }
+  return x;
+}
+
+inline float tf32(float x) {   // the tensor cores' TF32 operand: 10 explicit mantissa bits, nearest even
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) != 0x7F800000u) u = (u + 0xFFFu + ((u >> 13) & 1u)) & ~0x1FFFu;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+inline bool misaligned(const void* p, long long ld, long long batch_stride, int align, size_t item) {
+  const long long bytes = (long long)align * (long long)item;
+  return (reinterpret_cast<uintptr_t>(p) % bytes) != 0 || ld % align != 0 || batch_stride % align != 0;
+}
+
+template <typename TA, bool ColA, typename TB, bool ColB, typename TC, Act A, int AlignA, int AlignB, int AlignC,
+          bool TF32>
+cudaError_t gemm(const AccelcGemmArgs& p, const char* name) {
+  const long long M = p.m, N = p.n, K = p.k;
+  // CUTLASS 2.x GemmUniversal::can_implement: the contiguous extent of each operand divides its alignment
+  if ((ColA ? M : K) % AlignA || (ColB ? K : N) % AlignB || N % AlignC) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: extents m=%lld n=%lld k=%lld do not fit its alignments "
+                  "%d/%d/%d (CUTLASS can_implement fails)", name, M, N, K, AlignA, AlignB, AlignC);
+    return cudaErrorInvalidValue;
+  }
+  if (misaligned(p.a, p.lda, p.batch_stride_a, AlignA, sizeof(TA)) ||
+      misaligned(p.b, p.ldb, p.batch_stride_b, AlignB, sizeof(TB)) ||
+      misaligned(p.d, p.ldd, p.batch_stride_d, AlignC, sizeof(TC)) ||
+      (p.c && misaligned(p.c, p.ldc, p.batch_stride_c, AlignC, sizeof(TC)))) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: an operand pointer, leading dimension or batch stride "
+                  "is not a multiple of its vector width (a misaligned access on the GPU)", name);
+    return cudaErrorMisalignedAddress;
+  }
+  const TA* a = static_cast<const TA*>(p.a);
+  const TB* b = static_cast<const TB*>(p.b);
+  const TC* c = static_cast<const TC*>(p.c);
+  TC* d = static_cast<TC*>(p.d);
+  std::vector<float> bt(size_t(K) * size_t(N));   // B[k][j] widened once per batch, as [j][k]
+  for (long long z = 0; z < p.batch; ++z) {
+    const TA* az = a + z * p.batch_stride_a;
+    const TB* bz = b + z * p.batch_stride_b;
+    for (long long k = 0; k < K; ++k)
+      for (long long j = 0; j < N; ++j) {
+        float v = float(bz[ColB ? k + j * p.ldb : k * p.ldb + j]);
+        bt[size_t(j) * K + k] = TF32 ? tf32(v) : v;
+      }
+    std::vector<float> row(K);
+    for (long long i = 0; i < M; ++i) {
+      for (long long k = 0; k < K; ++k) {
+        float v = float(az[ColA ? i + k * p.lda : i * p.lda + k]);
+        row[k] = TF32 ? tf32(v) : v;
+      }
+      for (long long j = 0; j < N; ++j) {
+        const float* col = &bt[size_t(j) * K];
+        float acc = 0.0f;
+        for (long long k = 0; k < K; ++k) acc += row[k] * col[k];
+        float v = p.alpha * acc;
+        if (c) v += p.beta * float(c[z * p.batch_stride_c + i * p.ldc + j]);
+        d[z * p.batch_stride_d + i * p.ldd + j] = TC(activate<A>(v));
+      }
+    }
+  }
+  return cudaSuccess;
+}
+
+}  // namespace accelc_emu

@@ -65,8 +65,10 @@ def _headers() -> bytes:
 def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
     """Compiles ``gen`` for the emulator (cached by content) and returns the library's bytes."""
     cxx = find_cxx()
-    gemms = '#include "accelc_emu_gemm.h"\n\n' + "\n".join(gemm_source(i) for i in gen.gemm_instances)
-    sources = {"accelc_model.cu": gen.files["accelc_model.cu"], "accelc_emu_gemms.cpp": gemms}
+    # one translation unit (the headers are parsed once): the model, the GEMM stand-ins, the ABI
+    unit = "\n".join(['#include "accelc_model.cu"', '#include "accelc_emu_gemm.h"',
+                      *(gemm_source(i) for i in gen.gemm_instances), '#include "accelc_cuda_emu_abi.cpp"', ""])
+    sources = {"accelc_model.cu": gen.files["accelc_model.cu"], "accelc_emulated.cpp": unit}
     config = gen.files["accelc_model_config.h"]
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
@@ -84,9 +86,8 @@ def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
         for name, text in {**sources, "accelc_model_config.h": config}.items():
             (Path(tmp) / name).write_text(text)
         out = Path(tmp) / "model.so"
-        cmd = [cxx, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", tmp, "-x", "c++",
-               str(Path(tmp) / "accelc_model.cu"), str(Path(tmp) / "accelc_emu_gemms.cpp"),
-               str(EMULATION_DIR / "accelc_cuda_emu_abi.cpp"), "-o", str(out)]
+        cmd = [cxx, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", tmp,
+               str(Path(tmp) / "accelc_emulated.cpp"), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.splitlines()

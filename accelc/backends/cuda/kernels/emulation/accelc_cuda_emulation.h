@@ -24,8 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <memory>
+#include <tuple>
 #include <vector>
 
 #define ACCELC_CUDA_EMULATION 1
@@ -161,11 +160,12 @@ constexpr size_t kStackBytes = 256 * 1024;
 
 struct Scheduler {
   std::vector<ucontext_t> fibers;
-  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<char*> stacks;           // kept for the life of the process, reused by every launch
   std::vector<Wait> wait;
   std::vector<uint64_t> lane_values;   // __shfl_*_sync exchange slots, one per thread
   ucontext_t main{};
-  const std::function<void()>* body = nullptr;
+  void (*body)(const void*) = nullptr; // runs the kernel for the current thread
+  const void* launch = nullptr;        // ... with the arguments of this launch
   int threads = 0, current = 0;
 };
 
@@ -176,7 +176,7 @@ inline Scheduler& scheduler() {
 
 inline void fiber_main() {
   Scheduler& s = scheduler();
-  (*s.body)();
+  s.body(s.launch);
   s.wait[s.current] = Wait::Done;   // returning resumes s.main (uc_link)
 }
 
@@ -196,13 +196,12 @@ inline void set_thread(int t) {
 
 // Runs one block of `threads` fibers to completion; false (with g_message) when its threads wait at
 // barriers that can never complete.
-inline bool run_block(const char* kernel, const std::function<void()>& body) {
+inline bool run_block(const char* kernel) {
   Scheduler& s = scheduler();
   const int n = s.threads;
-  s.body = &body;
   for (int t = 0; t < n; ++t) {
     getcontext(&s.fibers[t]);
-    s.fibers[t].uc_stack.ss_sp = s.stacks[t].get();
+    s.fibers[t].uc_stack.ss_sp = s.stacks[t];
     s.fibers[t].uc_stack.ss_size = kStackBytes;
     s.fibers[t].uc_link = &s.main;
     makecontext(&s.fibers[t], fiber_main, 0);
@@ -283,19 +282,27 @@ struct Launch {
                   "supports static __shared__ only)", name, shmem);
     Scheduler& s = scheduler();
     s.threads = int(threads);
-    while ((int)s.stacks.size() < s.threads) s.stacks.emplace_back(new char[kStackBytes]);
+    while ((int)s.stacks.size() < s.threads) s.stacks.push_back(new char[kStackBytes]);
     s.fibers.resize(s.stacks.size());
     s.wait.resize(s.stacks.size());
     s.lane_values.resize(s.stacks.size());
     blockDim = block;
     gridDim = grid;
-    auto* k = kernel;
-    const std::function<void()> body = [&]() { k(args...); };
+    struct Bound {        // the kernel and this launch's arguments, called by every thread
+      void (*kernel)(Params...);
+      std::tuple<Args&...> args;
+      static void call(const void* self) {
+        const Bound& b = *static_cast<const Bound*>(self);
+        std::apply([&](auto&... a) { b.kernel(a...); }, b.args);
+      }
+    } bound{kernel, std::tuple<Args&...>(args...)};
+    s.body = &Bound::call;
+    s.launch = &bound;
     for (unsigned z = 0; z < grid.z; ++z)
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
           blockIdx = uint3{x, y, z};
-          if (!run_block(name, body)) {
+          if (!run_block(name)) {
             g_last_error = cudaErrorLaunchFailure;
             return;
           }

@@ -312,7 +312,7 @@ def _check_against_onnx(model_path: str, feeds: dict[str, np.ndarray], outputs: 
                 failures.append(f"{name}: values differ")
             continue
         m = compare_outputs(got, want)
-        if dtype in ("bf16", "fixed"):      # reduced precision: judged by cosine similarity
+        if dtype in ("bf16", "fp16", "fixed"):      # reduced precision: judged by cosine similarity
             ok = m["cosine"] > 0.999
             rule = "cosine > 0.999"
         else:
@@ -538,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="artifact path (default: MODEL_STEM.accelc in this directory)")
     p.add_argument("--shape", action="append", default=[], type=_shape_arg, metavar="NAME=DIMS",
                    help="fix an input's shape, e.g. --shape input_ids=1x128 (repeatable)")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="compute dtype (default fp32)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="GEMM/convolution compute dtype (default fp32; fp16 for CUDA targets)")
     p.add_argument("-O", dest="opt_level", type=int, choices=[0, 1, 2, 3], default=2, metavar="LEVEL",
                    help="optimization level -O0..-O3 (default -O2)")
     p.add_argument("--threads", type=int, default=0, help="threads the artifact uses (default 0: all cores)")
@@ -609,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", action="append", default=[], type=_shape_arg, metavar="NAME=DIMS")
     p.add_argument("-O", dest="opt_level", type=int, choices=[0, 1, 2, 3], default=None, metavar="LEVEL",
                    help="models: run the pass pipeline of this level and print the optimized IR")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--target", "-t", default="host")
     p.set_defaults(func=cmd_inspect)
 

@@ -24,7 +24,8 @@ from .targets import Target, get_target
 Progress = Callable[[str], None]
 
 DTYPE_ALIASES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32", "float": "fp32",
-                 "bf16": "bf16", "bfloat16": "bf16"}
+                 "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "f16": "fp16", "float16": "fp16",
+                 "half": "fp16"}
 ACCURACY_SEED = 0
 
 
@@ -51,7 +52,7 @@ def normalize_dtype(dtype: str) -> str:
     try:
         return DTYPE_ALIASES[str(dtype).lower()]
     except KeyError:
-        raise AccelcError(f"unsupported dtype '{dtype}'; use fp32 or bf16") from None
+        raise AccelcError(f"unsupported dtype '{dtype}'; use fp32, bf16 or fp16 (CUDA targets)") from None
 
 
 class CompiledModel:
@@ -182,6 +183,9 @@ def compile(model: Any, target: str | Target = "host", *, dtype: str = "fp32", o
     if allow_tf32 and tgt.backend != "cuda":
         raise AccelcError(f"TF32 applies to CUDA targets; '{tgt.name}' is a {tgt.backend} target "
                           f"(drop --allow-tf32)")
+    if dtype == "fp16" and tgt.backend == "cpu_amx":
+        raise AccelcError(f"dtype fp16 is for CUDA targets; '{tgt.name}' computes in fp32 or bf16 (AMX and "
+                          f"AVX-512 BF16 form bf16 products): use --dtype bf16")
     if emulate and tgt.backend != "cuda":
         raise AccelcError(f"emulation applies to CUDA targets; '{tgt.name}' is a {tgt.backend} target "
                           f"(drop --emulate)")

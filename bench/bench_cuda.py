@@ -10,7 +10,8 @@ case still runs; the parent keeps the whole script inside --budget-s, 215 s by d
 * ``onnx_bert_b1`` / ``onnx_bert_b32`` / ``resnet50_b1`` / ``resnet50_b64`` (not in the default set: run
   them with ``--cases``): the product path end to end. A PyTorch model (nn.TransformerEncoder, BERT-base
   sizes, seq 128; a ResNet-50 built like torchvision's) is exported to ONNX, compiled with
-  ``accelc.compile(..., dtype="bf16")`` and run through ``CompiledModule.run`` on torch CUDA tensors
+  ``accelc.compile(..., dtype="bf16")`` (``--dtype fp16``: fp16, peers in fp16 too) and run through
+  ``CompiledModule.run`` on torch CUDA tensors
   (DLPack, ``out=``, torch's current stream). Also printed: the cold or warm compile time, and the cosine
   of accelc's output against the fp32 eager model's. ``--compile-only`` stops after compiling, which
   also works without a GPU (to check the path, or to warm the build cache).
@@ -68,7 +69,8 @@ def _run_cases(args) -> int:
         with tempfile.NamedTemporaryFile(prefix=f"bench_{case}_", suffix=".json", delete=False) as fh:
             out_path = fh.name
         cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--result", out_path,
-               "--cache", args.cache, "--deadline-s", f"{limit:.1f}", "--compile-mode", args.compile_mode]
+               "--cache", args.cache, "--deadline-s", f"{limit:.1f}", "--compile-mode", args.compile_mode,
+               "--dtype", args.dtype]
         if args.compile_only:
             cmd.append("--compile-only")
         print(f"== [{case}] (limit {limit:.0f} s)", flush=True)
@@ -379,7 +381,7 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
     gpu = torch.cuda.is_available()
     target = _target_for_gpu(torch) if gpu else "h200"
     peak = _peak_bf16_tflops(torch) if gpu else None
-    row.update({"model": kind, "batch": batch, "target": target,
+    row.update({"model": kind, "batch": batch, "target": target, "dtype": args.dtype,
                 "gpu": torch.cuda.get_device_name() if gpu else None})
     with tempfile.TemporaryDirectory(prefix="bench_onnx_") as tmp:
         path = Path(tmp) / f"{kind}_b{batch}.onnx"
@@ -387,11 +389,11 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
         model, x, flops = _onnx_model(kind, batch, path)
         row["export_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cm = accelc.compile(str(path), target, dtype="bf16", cache_dir=args.cache, measure_accuracy=False)
+        cm = accelc.compile(str(path), target, dtype=args.dtype, cache_dir=args.cache, measure_accuracy=False)
         row["accelc_compile_s"] = time.perf_counter() - t0
     build = cm.manifest["backend"]["build"]
     row.update({"build": build, "kernels": cm.manifest["backend"]["kernels"]})
-    print(f"{kind} b{batch} (ONNX -> accelc.compile bf16 for {target}): compiled in {row['accelc_compile_s']:.1f} s "
+    print(f"{kind} b{batch} (ONNX -> accelc.compile {args.dtype} for {target}): compiled in {row['accelc_compile_s']:.1f} s "
           f"({build['compiled']} units built, {build['cached']} cached), {row['kernels']} kernels", flush=True)
     save()
     if args.compile_only or not gpu:
@@ -415,8 +417,9 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
     print(f"  cosine vs the fp32 eager model: {cos:.6f}" + ("" if cos > 0.999 else "  !! below 0.999"), flush=True)
     t_acc = _report(row, "accelc", "accelc", torch, lambda: m.run(feeds, out=outs, stream=stream), flops, peak)
     save()
-    model = model.to(torch.bfloat16)
-    xb = xin.to(torch.bfloat16)
+    peer_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
+    model = model.to(peer_dtype)
+    xb = xin.to(peer_dtype)
     with torch.inference_mode():
         t_eager = _report(row, "eager", "torch eager", torch, lambda: model(xb), flops, peak)
         row["speedup_vs_eager"] = t_eager / t_acc
@@ -462,6 +465,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=215.0, help="whole script, all cases")
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode, or 'none'")
+    ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16",
+                    help="ONNX cases: accelc's compute dtype, and the dtype the torch peers run in")
     ap.add_argument("--compile-only", action="store_true",
                     help="ONNX cases: stop after accelc.compile (works without a GPU; warms the build cache)")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)          # child process: one case

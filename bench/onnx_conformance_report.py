@@ -14,6 +14,7 @@ import argparse
 import collections
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -53,7 +54,11 @@ def main() -> None:
     per_op: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures = []
     for i, case in enumerate(cases, 1):
+        t0 = time.perf_counter()
         status, detail = run_case(case, target=a.target, emulate=a.emulate)
+        if a.failures and status == "fail":           # as they happen: a long run shows its findings early
+            print(f"\r{status:<11} {case.name}: {detail} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr,
+                  flush=True)
         for op in selected[case.name]:
             per_op[op][status] += 1
         if status != "pass":

@@ -728,6 +728,22 @@ def test_unsupported_ops_are_reported(tmp_path, cache_dir):
         CpuAmxBackend().lower(g, get_target("host"), BackendOptions(cache_dir=cache_dir))
 
 
+def test_fp16_products_are_refused_not_computed_otherwise(tmp_path, cache_dir):
+    """A graph made for a CUDA target (compute=fp16) is refused by the CPU backend instead of being run in
+    fp32 or bf16, and accelc.compile refuses --dtype fp16 for CPU targets up front."""
+    import accelc
+    from accelc.errors import AccelcError
+    from accelc.ir.ops.fused import FusedGemmAttrs
+    g, (x,) = graph_with_inputs((F32, (2, 8)))
+    (y,) = g.add_node("FusedGemm", [x, g.add_constant(np.ones((8, 4), np.float16))],
+                      FusedGemmAttrs(compute=DType.float16))
+    g.outputs = [y]
+    ((node, why),) = CpuAmxBackend().unsupported(g, get_target("host"))
+    assert node.op == "FusedGemm" and "fp16" in why and "bf16" in why
+    with pytest.raises(AccelcError, match="fp16 is for CUDA targets.*--dtype bf16"):
+        accelc.compile(b"", "host", dtype="fp16")
+
+
 def test_symbolic_shapes_are_refused(tmp_path, cache_dir):
     g = Graph("dyn")
     x = g.add_input("x", TensorType(F32, ("batch", 4)))

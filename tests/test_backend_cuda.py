@@ -285,6 +285,16 @@ def test_models_compile_for_every_arch(target, cuda_cache):
 
 
 @needs_nvcc
+@pytest.mark.slow
+def test_fp16_encoder_compiles(cuda_cache):
+    """fp16 compute instantiates CUTLASS's half_t tensor-op GEMMs (sm_90a here; the GEMM template is the same
+    for every arch, which test_models_compile_for_every_arch covers with bf16)."""
+    p = _lower(encoder(compute=DType.float16), "h100", cuda_cache)
+    assert p.files["model.so"][:4] == b"\x7fELF"
+    assert p.manifest["gemm_instances"] and all(k.startswith("gemm_f16_") for k in p.manifest["gemm_instances"])
+
+
+@needs_nvcc
 def test_compile_cache_reuses_objects(cuda_cache):
     g = mlp()
     _lower(g, "a100", cuda_cache)

@@ -11,7 +11,7 @@ from accelc.ir.ops.fused import Activation
 from accelc.ir.ops.linalg import GemmAttrs
 from accelc.ir.ops.normalization import BatchNormAttrs, SoftmaxAttrs
 from accelc.passes import PassContext
-from accelc.passes import convert_to_bf16, fold_batchnorm, fuse_elementwise, fuse_epilogues
+from accelc.passes import convert_precision, fold_batchnorm, fuse_elementwise, fuse_epilogues
 
 F32 = DType.float32
 RNG = np.random.default_rng(1234)
@@ -295,7 +295,7 @@ def test_bf16_conversion_stores_constant_weights_as_bf16_and_marks_dynamic_gemms
     (p,) = g.add_node("Softmax", [s], SoftmaxAttrs(-1))
     g.outputs = [p]
     fused = fuse_epilogues.run(g, PassContext()).graph
-    r = convert_to_bf16.run(fused, PassContext(dtype="bf16"))
+    r = convert_precision.run_bf16(fused, PassContext(dtype="bf16"))
     verify(r.graph)
     gemms = [n for n in r.graph.nodes if n.op == "FusedGemm"]
     assert len(gemms) == 2 and all(n.attrs.compute == DType.bfloat16 for n in gemms)
@@ -311,7 +311,7 @@ def test_bf16_conversion_stores_constant_weights_as_bf16_and_marks_dynamic_gemms
     ref, low = evaluate(g, feeds)[p], evaluate(r.graph, feeds)[p]
     assert cosine(ref, low) > 0.999
     assert not np.array_equal(ref, low)          # it really computes in bf16
-    assert_no_change(convert_to_bf16, r.graph)
+    assert_no_change(convert_precision.BF16_PASS, r.graph)
 
 
 def test_residual_add_of_two_convolutions_is_fused_once():
@@ -337,3 +337,28 @@ def test_residual_add_of_two_convolutions_is_fused_once():
     assert sum(len(n.inputs) == 4 and n.attrs.activation.kind == "relu" for n in fused) == 1
     xv = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(evaluate(res.graph, {"x": xv})[y], evaluate(g, {"x": xv})[y], rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_conversion_stores_fp16_weights_and_keeps_out_of_range_nodes_in_fp32():
+    g = Graph()
+    x = g.add_input("x", TensorType(F32, (8, 32)))
+    w = const(g, (32, 32), "w", scale=0.2)
+    big = g.add_constant(np.full((32, 4), 7.0e4, np.float32), "big")     # beyond fp16's 65504
+    (q,) = g.add_node("MatMul", [x, w])
+    (y,) = g.add_node("MatMul", [q, big])
+    g.outputs = [y]
+    fused = fuse_epilogues.run(g, PassContext()).graph
+    r = convert_precision.run_fp16(fused, PassContext(dtype="fp16"))
+    verify(r.graph)
+    first, second = [n for n in r.graph.nodes if n.op == "FusedGemm"]
+    assert first.attrs.compute == DType.float16 and second.attrs.compute == F32
+    weight = r.graph.constants[first.inputs[1]]
+    assert weight.dtype in (np.float16, np.float32)
+    np.testing.assert_array_equal(weight.astype(np.float32), g.constants[w].astype(np.float16).astype(np.float32))
+    assert r.graph.constants[second.inputs[1]].dtype == np.float32
+    assert "fp16 compute for 1 GEMM/conv nodes" in r.summary and "1 kept fp32: weights beyond fp16's range" in r.summary
+    feeds = {"x": np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)}
+    ref, low = evaluate(g, feeds)[y], evaluate(r.graph, feeds)[y]
+    assert np.isfinite(low).all() and cosine(ref, low) > 0.99999
+    assert not np.array_equal(ref, low)
+    assert_no_change(convert_precision.FP16_PASS, r.graph)

@@ -3,7 +3,8 @@
 # on a machine with an NVIDIA GPU:   bash tools/run_gpu_checks.sh
 # The product-path benchmark (ONNX BERT-base b1/b32 and ResNet-50 b1/b64 through accelc.compile and the
 # DLPack runtime, vs eager and torch.compile) is a second command of its own (< 10 minutes):
-#                                    bash tools/run_gpu_checks.sh onnx
+#                                    bash tools/run_gpu_checks.sh onnx [bf16|fp16]
+# (the compute dtype of accelc and of the torch peers; bf16 by default)
 # Carried wheels (e.g. nvidia-cutlass for the headers) in .whl/ are installed into /tmp/site first.
 # Results go to $OUT (if set) as pytest.txt and bench.json / bench.txt. Whole run: < 9 minutes.
 set -uo pipefail
@@ -16,8 +17,9 @@ mkdir -p "$OUT_DIR"
 export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/tmp/accelc_cache}"
 nvidia-smi -L | tee "$OUT_DIR/gpu.txt"
 if [ "${1:-}" = "onnx" ]; then
+  dtype="${2:-bf16}"
   timeout 580 python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32,resnet50_b1,resnet50_b64 \
-    --budget-s 560 --out "$OUT_DIR/bench_onnx.json" 2>&1 | tee "$OUT_DIR/bench_onnx.txt"
+    --dtype "$dtype" --budget-s 560 --out "$OUT_DIR/bench_onnx_$dtype.json" 2>&1 | tee "$OUT_DIR/bench_onnx_$dtype.txt"
   exit "${PIPESTATUS[0]}"
 fi
 echo "== gpu tests"

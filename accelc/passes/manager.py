@@ -26,7 +26,7 @@ from ..ir.printer import print_graph
 from ..ir.verify import verify
 from ..targets import Target
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "fp16")
 OPT_LEVELS = (0, 1, 2, 3)
 
 
@@ -112,11 +112,11 @@ def pipeline_for(opt_level: int, dtype: str = "fp32", target: Target | None = No
     * O3: O2 for now; target-specific passes (layouts, tiling hints, sparsity) are added here, keyed on
       ``target``.
 
-    ``dtype="bf16"`` adds ``convert_to_bf16`` after fusion (at O0/O1 too: the GEMMs it converts are the
-    FusedGemm/FusedConv nodes, so at O0/O1 it first needs ``fuse_epilogues``' canonicalisation of plain
-    MatMul/Gemm/Conv; see ``convert_to_bf16``).
+    ``dtype="bf16"`` (``"fp16"``) adds ``convert_to_bf16`` (``convert_to_fp16``) after fusion (at O0/O1
+    too: the GEMMs it converts are the FusedGemm/FusedConv nodes, so at O0/O1 it first needs
+    ``fuse_epilogues``' canonicalisation of plain MatMul/Gemm/Conv; see ``convert_precision``).
     """
-    from . import (convert_to_bf16, eliminate_common_subexpressions, eliminate_dead_code, fold_batchnorm,
+    from . import (convert_precision, eliminate_common_subexpressions, eliminate_dead_code, fold_batchnorm,
                    fold_constants, fuse_elementwise, fuse_epilogues, recognize_gelu, remove_identities,
                    simplify_shapes)
 
@@ -139,10 +139,10 @@ def pipeline_for(opt_level: int, dtype: str = "fp32", target: Target | None = No
             pipeline += [fuse_epilogues.PASS, eliminate_dead_code.PASS]
         elif opt_level >= 2:
             pipeline += [fuse_epilogues.PASS, fuse_elementwise.PASS, eliminate_dead_code.PASS]
-    if dtype == "bf16":
+    if dtype in ("bf16", "fp16"):
         if opt_level < 2:
             pipeline.append(fuse_epilogues.CANONICALIZE_PASS)
-        pipeline.append(convert_to_bf16.PASS)
+        pipeline.append(convert_precision.BF16_PASS if dtype == "bf16" else convert_precision.FP16_PASS)
     return pipeline
 
 

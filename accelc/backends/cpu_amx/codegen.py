@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 from ...errors import BackendError, ShapeError
-from ...ir import Graph, Node
+from ...ir import DType, Graph, Node
 from . import codegen_data, codegen_elementwise, codegen_linalg, codegen_reduce  # noqa: F401 (register lowerings)
 from .codegen_context import LOWERINGS, LowerCtx, Storage, numel, storage_ctype
 from .emitter import CppEmitter, c_identifier, c_string
@@ -52,6 +52,9 @@ def unsupported_nodes(graph: Graph) -> list[tuple[Node, str]]:
         dynamic = [v for v in values if not graph.types[v].is_static]
         if dynamic:
             found.append((node, "non-static shapes: " + ", ".join(f"{v} {graph.types[v]}" for v in dynamic)))
+            continue
+        if node.op in ("FusedGemm", "FusedConv") and node.attrs.compute == DType.float16:
+            found.append((node, "fp16 products are not supported on CPU targets (use bf16 compute)"))
             continue
         if lowering.check is not None:
             try:

@@ -5,12 +5,13 @@ Every ``FusedGemm`` / ``MatMul`` / ``Gemm`` becomes one call of a CUTLASS 2.x GE
 activation, alignments). The instantiation lives in its own translation unit ``gemm_<key>.cu``, built and
 cached apart from the model, so every model with the same GEMM flavours reuses the object file.
 
-Operand dtype follows the node's ``compute``: bf16 -> bf16 tensor cores (fp32 operands are rounded to
-bf16 by a conversion kernel, constant weights are stored as bf16 at compile time); fp16 graphs -> fp16
-tensor cores; fp32 -> CUDA-core fp32 (SIMT), or tf32 tensor cores when the user passes
-``allow_tf32``. Constant B operands are stored K-contiguous (``[N, K]``, CUTLASS ColumnMajor), the
+Operand dtype follows the node's ``compute``: bf16 (fp16) -> bf16 (fp16) tensor cores (fp32 operands
+are rounded by a conversion kernel, constant weights are stored in the compute type at compile time);
+fp16 graphs -> fp16 tensor cores; fp32 -> CUDA-core fp32 (SIMT), or tf32 tensor cores when the user
+passes ``allow_tf32``. Constant B operands are stored K-contiguous (``[N, K]``, CUTLASS ColumnMajor), the
 layout the tensor-core mainloop reads best. Operands whose leading dimension is not a multiple of 2
-(16-bit) cannot use cp.async and go through the fp32 SIMT kernel with bf16-rounded values (same numbers).
+(16-bit) cannot use cp.async and go through the fp32 SIMT kernel with values rounded to the compute type
+(same numbers).
 
 Epilogue: ``act(alpha * acc + beta * C)`` in fp32 with C = the bias row (ldc = 0 broadcasts it over M),
 or the residual (beta = 1). A bias *and* a residual are first summed into one C by a small map kernel.
@@ -19,8 +20,8 @@ leaky_relu and clip (which need parameters CUTLASS functors do not take) run as 
 Convolution (2-D, 1-D as H = 1) with ``group == 1`` is im2col + GEMM: a kernel writes the patches
 ``col[n][p][k]`` (k padded to a multiple of 8, in the compute dtype) and the GEMM computes
 ``out[n] (Co x P) = W (Co x K) @ col[n]^T``, which is NCHW directly. The bias is folded into the GEMM as
-extra K columns (ones in col, bias in W; split into bf16 hi + lo parts for bf16 compute, so it keeps
-~16 bits), so the residual can take the C slot and the whole epilogue is fused. Grouped and depthwise
+extra K columns (ones in col, bias in W; split into hi + lo parts for 16-bit compute, so it keeps
+~16 (bf16) or ~22 (fp16) bits), so the residual can take the C slot and the whole epilogue is fused. Grouped and depthwise
 convolutions use a direct kernel (one thread per output element).
 """
 from __future__ import annotations
@@ -28,11 +29,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
 from ...ir import DType, Graph, Node
-from ...ir.ops.fused import Activation
+from ...ir.ops.fused import Activation, round_to
 from ..cpu_amx.emitter import c_float
 from .codegen_elementwise import Operand, View, broadcast_view, contiguous_strides, emit_map
 from .lowering import CUTLASS_ELEMENT, FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
@@ -94,16 +94,20 @@ def _align(values, itemsize: int, max_bytes: int = 16) -> int:
     return max(v, 1)
 
 
-def _round_bf16(a: np.ndarray) -> np.ndarray:
-    return a.astype(ml_dtypes.bfloat16).astype(np.float32)
+LOW = (DType.bfloat16, DType.float16)
+
+
+def _rounding(dtype: DType):
+    """A map body rounding an fp32 expression to ``dtype`` and back (SIMT operands of a 16-bit product)."""
+    return lambda em, xs: f"accelc::to_f32(accelc::from_f32<{storage(dtype)}>({xs[0]}))"
 
 
 def _operand_dtype(ctx: LowerCtx, a_dtype: DType, compute: DType) -> tuple[DType, str]:
     """(operand dtype, op class) for a GEMM whose inputs are ``a_dtype`` and products ``compute``."""
-    if a_dtype == DType.float16:
-        return DType.float16, "TensorOp"
-    if compute == DType.bfloat16 or a_dtype == DType.bfloat16:
-        return DType.bfloat16, "TensorOp"
+    if compute in LOW:
+        return compute, "TensorOp"
+    if a_dtype in LOW:
+        return a_dtype, "TensorOp"
     if getattr(ctx.options, "allow_tf32", False):
         return DType.float32, "TensorOp"
     return DType.float32, "Simt"
@@ -199,7 +203,7 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
         bt = b if g.trans_b else np.swapaxes(b, -1, -2)          # [..., N, K]
         layout_b, ldb = "ColumnMajor", K
         b_host = np.ascontiguousarray(bt)
-        b_rounded = _round_bf16(b_host) if g.compute == DType.bfloat16 else b_host
+        b_rounded = round_to(b_host, g.compute)
     else:
         layout_b, ldb = ("ColumnMajor", K) if g.trans_b else ("RowMajor", N)
         b_host = b_rounded = None
@@ -213,32 +217,31 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
         al_a = al_b = 1
     if op_class == "Simt":
         al_a = al_b = 1
-    round_to_bf16 = g.compute == DType.bfloat16 and el == DType.float32
+    round_low = g.compute in LOW and el == DType.float32      # SIMT fallback of a 16-bit product
 
     # A: convert at run time when its dtype differs from the operand dtype
     a_dtype = ctx.dtype(g.a)
-    if a_dtype == el and not round_to_bf16:
+    if a_dtype == el and not round_low:
         a_ptr = ctx.ptr(g.a)
     else:
         numel = ctx.numel(g.a)
         a_ptr = ctx.scratch(numel * el.itemsize, storage(el), f"{label}: A as {el.short}")
         shape = ctx.shape(g.a)
-        rnd = (lambda em, xs: f"accelc::to_f32(accelc::from_f32<__nv_bfloat16>({xs[0]}))") if round_to_bf16 \
-            else (lambda em, xs: xs[0])
+        rnd = _rounding(g.compute) if round_low else (lambda em, xs: xs[0])
         emit_map(ctx, out_ptr=a_ptr, out_dtype=el, out_shape=shape,
                  operands=[Operand(ctx.ptr(g.a), a_dtype, View(0, contiguous_strides(shape)))], body=rnd,
-                 comment=f"{label}: operand A {g.a} -> {el.short}" + (" (bf16-rounded)" if round_to_bf16 else ""),
+                 comment=f"{label}: operand A {g.a} -> {el.short}" +
+                 (f" ({g.compute.short}-rounded)" if round_low else ""),
                  suffix="a")
     if b_host is not None:
-        arr = (b_rounded if round_to_bf16 else b_host).astype(el.np)
+        arr = (b_rounded if round_low else b_host).astype(el.np)
         b_ptr = ctx.weight(arr, storage(el))
-    elif ctx.dtype(g.b) == el and not round_to_bf16:
+    elif ctx.dtype(g.b) == el and not round_low:
         b_ptr = ctx.ptr(g.b)
     else:
         shape = ctx.shape(g.b)
         b_ptr = ctx.scratch(ctx.numel(g.b) * el.itemsize, storage(el), f"{label}: B as {el.short}")
-        rnd = (lambda em, xs: f"accelc::to_f32(accelc::from_f32<__nv_bfloat16>({xs[0]}))") if round_to_bf16 \
-            else (lambda em, xs: xs[0])
+        rnd = _rounding(g.compute) if round_low else (lambda em, xs: xs[0])
         emit_map(ctx, out_ptr=b_ptr, out_dtype=el, out_shape=shape,
                  operands=[Operand(ctx.ptr(g.b), ctx.dtype(g.b), View(0, contiguous_strides(shape)))], body=rnd,
                  comment=f"{label}: operand B {g.b} -> {el.short}", suffix="b")
@@ -348,19 +351,19 @@ def lower_conv(ctx: LowerCtx, node: Node) -> None:
     Nb, C, CO, P = gm["N"], gm["C"], gm["CO"], gm["OH"] * gm["OW"]
     K = C * gm["KH"] * gm["KW"]
     el, op_class = _operand_dtype(ctx, ctx.dtype(x), compute)
-    n_bias = 0 if bias is None else (2 if el == DType.bfloat16 else 1)
+    n_bias = 0 if bias is None else (2 if el in LOW else 1)
     Kp = -(-(K + n_bias) // 8) * 8
     label = f"{node.op} '{node.name}'"
 
     # weights [CO, Kp]: the filter, then the bias column(s), then zeros
     w = ctx.const(node.inputs[1]).astype(np.float32).reshape(CO, K)
     wp = np.zeros((CO, Kp), np.float32)
-    wp[:, :K] = _round_bf16(w) if el == DType.bfloat16 else w
+    wp[:, :K] = round_to(w, el)
     if bias is not None:
         bvec = ctx.const(bias).astype(np.float32).reshape(-1)
-        if el == DType.bfloat16:
-            hi = _round_bf16(bvec)
-            wp[:, K], wp[:, K + 1] = hi, _round_bf16(bvec - hi)
+        if el in LOW:
+            hi = round_to(bvec, el)
+            wp[:, K], wp[:, K + 1] = hi, round_to(bvec - hi, el)
         else:
             wp[:, K] = bvec
     w_ptr = ctx.weight(wp.astype(el.np), storage(el))
@@ -428,13 +431,12 @@ def _lower_direct_conv(ctx: LowerCtx, node: Node) -> None:
     G = conv.group
     cin_g, cout_g = g["C"] // G, g["CO"] // G
     w = ctx.const(node.inputs[1]).astype(np.float32)
-    if compute == DType.bfloat16:
-        w = _round_bf16(w)
+    w = round_to(w, compute)
     w_ptr = ctx.weight(np.ascontiguousarray(w.reshape(-1)), "float")
     b_ptr = ctx.weight(ctx.const(bias).astype(np.float32).reshape(-1), "float") if bias is not None else None
     dt, odt = ctx.dtype(x), ctx.dtype(out)
     n = g["N"] * g["CO"] * g["OH"] * g["OW"]
-    rnd = (lambda e: f"accelc::to_f32(accelc::from_f32<__nv_bfloat16>({e}))") if compute == DType.bfloat16 else (lambda e: e)
+    rnd = (lambda e: f"accelc::to_f32(accelc::from_f32<{storage(compute)}>({e}))") if compute in LOW else (lambda e: e)
     name = ctx.kernel_name()
     k = ctx.kernels
     k.comment(f"{node.op} '{node.name}': direct convolution, group {G} ({cin_g} in / {cout_g} out channels per group)")

@@ -11,8 +11,8 @@ the same oracle as the graph it rewrote:
   code path, and a new Conv field can never be silently dropped by a fusion.
 * ``FusedElementwise(*inputs)``: a chain of elementwise ``Step``s over a register file.
 
-``compute`` is the dtype the products are formed in (float32 or bfloat16); with bfloat16 both operands
-are rounded to bf16 first (what AMX / tensor cores do) and accumulation stays fp32.
+``compute`` is the dtype the products are formed in (float32, bfloat16 or float16); with a 16-bit type
+both operands are rounded to it first (what AMX / tensor cores do) and accumulation stays fp32.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from .linalg import matmul_reference, matmul_shape
 from .shape_inference import broadcast_shapes
 
 ACTIVATION_KINDS = ("none", "relu", "leaky_relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "silu", "clip")
-COMPUTE_DTYPES = (DType.float32, DType.bfloat16)
+COMPUTE_DTYPES = (DType.float32, DType.bfloat16, DType.float16)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Activation:
 
 def _check_compute(compute) -> None:
     if compute not in COMPUTE_DTYPES:
-        raise ValueError(f"compute must be DType.float32 or DType.bfloat16, got {compute!r}")
+        raise ValueError(f"compute must be DType.float32, DType.bfloat16 or DType.float16, got {compute!r}")
 
 
 @dataclass(frozen=True)
@@ -147,10 +147,14 @@ class FusedElementwiseAttrs:
                 raise ValueError(f"steps must hold Step objects, got {s!r}")
 
 
-def _round_to(x: np.ndarray, compute: DType) -> np.ndarray:
-    """Operands of a bf16 product are rounded to bf16 (round-to-nearest-even) and widened back to fp32."""
+def round_to(x: np.ndarray, compute: DType) -> np.ndarray:
+    """Operands of a 16-bit product are rounded to that type (round-to-nearest-even; fp16 overflows to
+    inf beyond 65504, as on the hardware) and widened back to fp32."""
     if compute == DType.bfloat16:
         return x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    if compute == DType.float16:
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(np.float32)
     return x
 
 
@@ -169,18 +173,18 @@ def _optional(xs, i):
 
 # ---- FusedGemm ----------------------------------------------------------------------------------
 def _operand_dtypes_ok(a: DType, b: DType, compute: DType) -> bool:
-    """Operands share a float dtype, except that a bf16 product may take a weight stored in bf16 next to
-    fp32 activations: the activations are rounded to bf16 anyway, and storing the weight in bf16 halves
-    its memory traffic. The result keeps the activations' dtype."""
+    """Operands share a float dtype, except that a bf16 (fp16) product may take a weight stored in bf16
+    (fp16) next to fp32 activations: the activations are rounded to that type anyway, and storing the
+    weight in it halves its memory traffic. The result keeps the activations' dtype."""
     if a.is_float and a == b:
         return True
-    return compute == DType.bfloat16 and {a, b} <= {DType.float32, DType.bfloat16}
+    return compute in (DType.bfloat16, DType.float16) and {a, b} <= {DType.float32, compute}
 
 
 def _fused_gemm_infer(types, attrs: FusedGemmAttrs, consts):
     a, b = types[0], types[1]
     if not _operand_dtypes_ok(a.dtype, b.dtype, attrs.compute):
-        raise ShapeError(f"FusedGemm needs float operands of one dtype (or f32/bf16 with compute=bf16), "
+        raise ShapeError(f"FusedGemm needs float operands of one dtype (or f32 and the compute dtype), "
                          f"got {a.dtype.short} and {b.dtype.short}")
     sa, sb = list(a.shape), list(b.shape)
     for s, t, name in ((sa, attrs.trans_a, "a"), (sb, attrs.trans_b, "b")):
@@ -199,7 +203,7 @@ def _fused_gemm_reference(xs, attrs: FusedGemmAttrs):
     bias, residual = _optional(xs, 2), _optional(xs, 3)
     a = np.swapaxes(a, -1, -2) if attrs.trans_a else a
     b = np.swapaxes(b, -1, -2) if attrs.trans_b else b
-    y = matmul_reference(_round_to(a, attrs.compute), _round_to(b, attrs.compute)).astype(np.float32)
+    y = matmul_reference(round_to(a, attrs.compute), round_to(b, attrs.compute)).astype(np.float32)
     y = y * np.float32(attrs.alpha) if attrs.alpha != 1.0 else y
     if bias is not None:
         y = y + np.float32(attrs.beta) * bias.astype(np.float32)
@@ -217,7 +221,7 @@ register(OpDef("FusedGemm", _fused_gemm_infer, _fused_gemm_reference, attrs=Fuse
 def _fused_conv_infer(types, attrs: FusedConvAttrs, consts):
     x, w = types[0], types[1]
     if not _operand_dtypes_ok(x.dtype, w.dtype, attrs.compute):
-        raise ShapeError(f"FusedConv needs float operands of one dtype (or f32/bf16 with compute=bf16), "
+        raise ShapeError(f"FusedConv needs float operands of one dtype (or f32 and the compute dtype), "
                          f"got {x.dtype.short} and {w.dtype.short}")
     (out,) = conv_infer([x, w.with_dtype(x.dtype)], attrs.conv, consts[:2], op="FusedConv")
     bias, residual = _optional(types, 2), _optional(types, 3)
@@ -231,7 +235,7 @@ def _fused_conv_infer(types, attrs: FusedConvAttrs, consts):
 def _fused_conv_reference(xs, attrs: FusedConvAttrs):
     x, w = xs[0], xs[1]
     bias, residual = _optional(xs, 2), _optional(xs, 3)
-    y = conv_reference(_round_to(x, attrs.compute), _round_to(w, attrs.compute), None, attrs.conv)
+    y = conv_reference(round_to(x, attrs.compute), round_to(w, attrs.compute), None, attrs.conv)
     y = y.astype(np.float32, copy=False)
     if bias is not None:
         y = y + bias.astype(np.float32).reshape((1, -1) + (1,) * (x.ndim - 2))

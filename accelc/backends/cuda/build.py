@@ -80,6 +80,14 @@ def _headers_digest(cutlass: Path) -> str:
     return h.hexdigest()
 
 
+def store(path: Path, data: bytes) -> None:
+    """Writes a cache entry atomically (a concurrent reader sees the old file or the whole new one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lib.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def _first_errors(stderr: str, n: int = 12) -> str:
     lines = [ln for ln in stderr.splitlines() if "error" in ln.lower()]
     return "\n".join((lines or stderr.splitlines())[:n])
@@ -160,8 +168,5 @@ class CudaBuilder:
             if proc.returncode != 0:
                 raise BuildError(f"linking the model library failed:\n{_first_errors(proc.stderr)}")
             data = out.read_bytes()
-        fd, tmp_lib = tempfile.mkstemp(dir=lib.parent, prefix=".lib.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp_lib, lib)
+        store(lib, data)
         return data

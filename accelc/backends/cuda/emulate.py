@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ...errors import BuildError
 from ...ir import DType
-from .build import KERNELS_DIR
+from .build import KERNELS_DIR, _first_errors, store
 from .codegen import Generated
 from .codegen_linalg import _CUTLASS_ACT, GemmInstance
 from .lowering import storage
@@ -90,11 +90,7 @@ def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
                str(Path(tmp) / "accelc_emulated.cpp"), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.splitlines()
-            raise BuildError("building the CUDA emulation failed:\n" + "\n".join(errors[:12]))
+            raise BuildError(f"building the CUDA emulation failed:\n{_first_errors(proc.stderr)}")
         data = out.read_bytes()
-    fd, tmp_lib = tempfile.mkstemp(dir=lib.parent, prefix=".lib.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp_lib, lib)
+    store(lib, data)
     return data

@@ -27,7 +27,7 @@
 #include <new>
 
 #include "accelc_model_config.h"
-#include "accelc_weights_checksum.h"
+#include "accelc_abi_common.h"
 
 #define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -38,17 +38,6 @@ extern const char* g_failed_node;   // the node whose kernel or GEMM failed last
 }
 
 namespace {
-
-thread_local char g_last_error[512] = "";
-
-int fail(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-int fail(int code, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
-  va_end(ap);
-  return code;
-}
 
 // Compiled with the model's -gencode list: whether the device can load it tells us whether the fatbin
 // holds SASS or PTX this GPU runs.
@@ -137,12 +126,7 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int /*
                                 accelc_model** out) {
   if (!out) return fail(4, "accelc_create: out is NULL");
   *out = nullptr;
-  if (weights_size != kAccelcWeightsBytes)
-    return fail(2, "weights size mismatch: %zu bytes given, the model needs %llu (use the weights.bin built "
-                "with this library)", weights_size, (unsigned long long)kAccelcWeightsBytes);
-  if (weights_size && !weights) return fail(4, "accelc_create: weights is NULL");
-  if (weights_size && weights_checksum(static_cast<const unsigned char*>(weights), weights_size) != kAccelcWeightsChecksum)
-    return fail(2, "weights checksum mismatch: weights.bin does not belong to this library or is damaged");
+  if (int rc = check_weights(weights, weights_size)) return rc;
 
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);

@@ -12,7 +12,7 @@
 
 #include "accelc_cuda_emulation.h"
 #include "accelc_model_config.h"
-#include "accelc_weights_checksum.h"
+#include "accelc_abi_common.h"
 
 #define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -22,17 +22,6 @@ extern const char* g_failed_node;
 }
 
 namespace {
-
-thread_local char g_last_error[768] = "";
-
-int fail(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-int fail(int code, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
-  va_end(ap);
-  return code;
-}
 
 unsigned char* allocate(size_t n) {
   void* p = nullptr;
@@ -70,12 +59,7 @@ ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
 ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int, accelc_model** out) {
   if (!out) return fail(4, "accelc_create: out is NULL");
   *out = nullptr;
-  if (weights_size != kAccelcWeightsBytes)
-    return fail(2, "weights size mismatch: %zu bytes given, the model needs %llu (use the weights.bin built "
-                "with this library)", weights_size, (unsigned long long)kAccelcWeightsBytes);
-  if (weights_size && !weights) return fail(4, "accelc_create: weights is NULL");
-  if (weights_size && weights_checksum(static_cast<const unsigned char*>(weights), weights_size) != kAccelcWeightsChecksum)
-    return fail(2, "weights checksum mismatch: weights.bin does not belong to this library or is damaged");
+  if (int rc = check_weights(weights, weights_size)) return rc;
   accelc_model* m = new (std::nothrow) accelc_model{allocate(weights_size), allocate(kAccelcArenaBytes)};
   if (!m || !m->weights || !m->arena) {
     accelc_destroy(m);

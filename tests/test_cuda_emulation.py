@@ -308,3 +308,18 @@ def test_a_broken_kernel_is_caught(build_cache):
     want = evaluate(m, feeds)[m.outputs[0]]
     np.testing.assert_allclose(got[1:], want[1:], rtol=1e-5, atol=1e-6)
     assert not np.allclose(got[0], want[0], atol=1e-3)       # whatever the plan left there: not the softmax
+
+
+def test_int64_min_max(build_cache):
+    """int64 Min/Max call CUDA's global min/max overloads (int64_t is `long` here), found by running ONNX's
+    node tests through the emulator (bench/onnx_conformance_report.py --target h100 --emulate)."""
+    from accelc.ir import Graph, TensorType
+    g = Graph("minmax")
+    x = g.add_input("x", TensorType(DType.int64, (3, 4)))
+    y = g.add_input("y", TensorType(DType.int64, (3, 4)))
+    g.outputs = [g.add_node("Max", [x, y])[0], g.add_node("Min", [x, y])[0]]
+    rng = np.random.default_rng(2)
+    feeds = {v: rng.integers(-2**40, 2**40, (3, 4)).astype(np.int64) for v in ("x", "y")}
+    got, want = _emulated(g, build_cache).run(feeds), evaluate(g, feeds)
+    for name in g.outputs:
+        np.testing.assert_array_equal(got[name], want[name])

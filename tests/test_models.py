@@ -129,7 +129,7 @@ def test_bad_options_fail_before_work(tmp_path):
     model = _tiny_model(tmp_path / "m.onnx")
     with pytest.raises(accelc.TargetError, match="unknown target 'nosuch'"):
         accelc.compile(model, "nosuch")
-    with pytest.raises(AccelcError, match="fp32 or bf16"):
+    with pytest.raises(AccelcError, match="use fp32, bf16 or fp16"):
         accelc.compile(model, dtype="int3")
     with pytest.raises(AccelcError, match="opt_level"):
         accelc.compile(model, opt_level=9)

@@ -140,10 +140,18 @@ using std::isfinite;
 using std::isinf;
 using std::isnan;
 using std::signbit;
-inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
-inline long long min(long long a, long long b) { return a < b ? a : b; }
-inline long long max(long long a, long long b) { return a > b ? a : b; }
+#define ACCELC_EMU_MINMAX(T)                               \
+  inline T min(T a, T b) { return a < b ? a : b; } \
+  inline T max(T a, T b) { return a > b ? a : b; }
+ACCELC_EMU_MINMAX(int)
+ACCELC_EMU_MINMAX(unsigned)
+ACCELC_EMU_MINMAX(long)
+ACCELC_EMU_MINMAX(unsigned long)
+ACCELC_EMU_MINMAX(long long)
+ACCELC_EMU_MINMAX(unsigned long long)
+ACCELC_EMU_MINMAX(float)
+ACCELC_EMU_MINMAX(double)
+#undef ACCELC_EMU_MINMAX
 
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }

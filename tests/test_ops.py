@@ -733,7 +733,7 @@ def test_cast(src, dst):
     (lambda: TopKAttrs(-1), "k"),
     (lambda: Activation("swish"), "kind"),
     (lambda: Activation("clip", 1.0, 0.0), "alpha"),
-    (lambda: FusedGemmAttrs(compute=DType.float16), "compute"),
+    (lambda: FusedGemmAttrs(compute=DType.float64), "compute"),
     (lambda: FusedConvAttrs(conv=GemmAttrs()), "conv"),
     (lambda: Step("MatMul", (0, 1)), "elementwise"),
     (lambda: Step("Add", ()), "args"),

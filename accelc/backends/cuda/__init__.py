@@ -53,8 +53,9 @@ class CudaBackend:
         t0 = time.perf_counter()
         gen = generate(graph, arch, options)
         t_gen = time.perf_counter() - t0
+        emulate = bool(getattr(options, "emulate", False))
         t0 = time.perf_counter()
-        if getattr(options, "emulate", False):
+        if emulate:
             from .emulate import build_emulated
             library, stats = build_emulated(gen, options.cache_dir), {}
         else:
@@ -68,11 +69,11 @@ class CudaBackend:
         for name, text in {**gen.files, **gen.gemm_sources}.items():
             files[f"src/{name}"] = text.encode()
         manifest = {
-            "name": "cuda", "emulated": bool(getattr(options, "emulate", False)), "library": "model.so", "weights": "weights.bin", "abi_version": 1,
+            "name": "cuda", "emulated": emulate, "library": "model.so", "weights": "weights.bin", "abi_version": 1,
             "variants": [arch.sm], "archs": [arch.sm], "gencode": list(arch.gencode),
             "arena_bytes": gen.arena_bytes, "arena_naive_bytes": gen.naive_bytes, "weights_bytes": len(gen.weights),
             "kernels": gen.kernels, "gemm_instances": sorted(gen.gemm_sources), "fused_attention": gen.attention_nodes,
-            "cuda_graph": not options.debug and not getattr(options, "emulate", False),
+            "cuda_graph": not options.debug and not emulate,
             "build": {"generate_s": round(t_gen, 3), "build_s": round(t_build, 3), **stats},
         }
         return CompiledParts(files, manifest)

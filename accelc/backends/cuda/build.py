@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...errors import BuildError
+from ..cpu_amx.build import default_cache_dir
 from .arch import Arch
 
 KERNELS_DIR = Path(__file__).parent / "kernels"
@@ -80,9 +81,16 @@ def _headers_digest(cutlass: Path) -> str:
     return h.hexdigest()
 
 
+def run_tool(cmd: list[str], failure: str) -> None:
+    """Runs a compiler or linker; a failure raises BuildError with ``failure`` and its first error lines."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"{failure}:\n{_first_errors(proc.stderr)}")
+
+
 def store(path: Path, data: bytes) -> None:
     """Writes a cache entry atomically (a concurrent reader sees the old file or the whole new one)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lib.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
@@ -101,9 +109,7 @@ class CudaBuilder:
         self.arch = arch
         self.nvcc = find_nvcc()
         self.cutlass = find_cutlass(cutlass_dir)
-        base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME") or
-                                                      Path.home() / ".cache") / "accelc"
-        self.cache = base / "cuda"
+        self.cache = (Path(cache_dir) if cache_dir else default_cache_dir()) / "cuda"
         # one nvcc per core (a CUTLASS translation unit peaks near 1 GB): BERT-base's 4 units build in 31 s
         # instead of 45 s one after another on 2 cores
         self.jobs = jobs or max(1, min(8, os.cpu_count() or 1))
@@ -135,13 +141,8 @@ class CudaBuilder:
             out = Path(tmp) / (name + ".o")
             cmd = [self.nvcc, *flags, "-I", tmp, "-c", str(src), "-o", str(out)]
             self.log(f"nvcc {name}")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise BuildError(f"nvcc failed on {name} ({self.arch.sm}):\n{_first_errors(proc.stderr)}")
-            fd, tmp_obj = tempfile.mkstemp(dir=obj.parent, prefix=".obj.")
-            os.close(fd)
-            shutil.copyfile(out, tmp_obj)
-            os.replace(tmp_obj, obj)
+            run_tool(cmd, f"nvcc failed on {name} ({self.arch.sm})")
+            store(obj, out.read_bytes())
         self.stats["compiled"] += 1
         self.stats["seconds"] += time.perf_counter() - t0
         return obj
@@ -164,9 +165,7 @@ class CudaBuilder:
             out = Path(tmp) / "model.so"
             cmd = [self.nvcc, "-shared", "-cudart", "static", *self.arch.gencode, "-Xcompiler", "-fPIC",
                    "-o", str(out), *map(str, objects)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise BuildError(f"linking the model library failed:\n{_first_errors(proc.stderr)}")
+            run_tool(cmd, "linking the model library failed")
             data = out.read_bytes()
         store(lib, data)
         return data

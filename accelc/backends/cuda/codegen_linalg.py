@@ -21,8 +21,8 @@ Convolution (2-D, 1-D as H = 1) with ``group == 1`` is im2col + GEMM: a kernel w
 ``col[n][p][k]`` (k padded to a multiple of 8, in the compute dtype) and the GEMM computes
 ``out[n] (Co x P) = W (Co x K) @ col[n]^T``, which is NCHW directly. The bias is folded into the GEMM as
 extra K columns (ones in col, bias in W; split into hi + lo parts for 16-bit compute, so it keeps
-~16 (bf16) or ~22 (fp16) bits), so the residual can take the C slot and the whole epilogue is fused. Grouped and depthwise
-convolutions use a direct kernel (one thread per output element).
+~16 (bf16) or ~22 (fp16) bits), so the residual can take the C slot and the whole epilogue is fused.
+Grouped and depthwise convolutions use a direct kernel (one thread per output element).
 """
 from __future__ import annotations
 

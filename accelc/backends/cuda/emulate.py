@@ -15,29 +15,19 @@ use small models.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
+import functools
 import tempfile
 from pathlib import Path
 
-from ...errors import BuildError
 from ...ir import DType
-from .build import KERNELS_DIR, _first_errors, store
+from ..cpu_amx.build import CXX, _key, compiler_version, default_cache_dir
+from .build import KERNELS_DIR, run_tool, store
 from .codegen import Generated
 from .codegen_linalg import _CUTLASS_ACT, GemmInstance
 from .lowering import storage
 
 EMULATION_DIR = KERNELS_DIR / "emulation"
 FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-fno-strict-aliasing")
-
-
-def find_cxx() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise BuildError("no C++ compiler (g++) was found for the CUDA emulation; install g++ or set $CXX")
-    return cxx
 
 
 def gemm_source(inst: GemmInstance) -> str:
@@ -50,13 +40,7 @@ def gemm_source(inst: GemmInstance) -> str:
             f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>(*p, \"{inst.key}\");\n}}\n")
 
 
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(len(p).to_bytes(8, "little") + p)
-    return h.hexdigest()
-
-
+@functools.lru_cache(maxsize=None)
 def _headers() -> bytes:
     return b"".join(p.name.encode() + p.read_bytes() for d in (KERNELS_DIR, EMULATION_DIR)
                     for p in sorted(d.iterdir()) if p.is_file())
@@ -64,21 +48,14 @@ def _headers() -> bytes:
 
 def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
     """Compiles ``gen`` for the emulator (cached by content) and returns the library's bytes."""
-    cxx = find_cxx()
     # one translation unit (the headers are parsed once): the model, the GEMM stand-ins, the ABI
     unit = "\n".join(['#include "accelc_model.cu"', '#include "accelc_emu_gemm.h"',
                       *(gemm_source(i) for i in gen.gemm_instances), '#include "accelc_cuda_emu_abi.cpp"', ""])
     sources = {"accelc_model.cu": gen.files["accelc_model.cu"], "accelc_emulated.cpp": unit}
     config = gen.files["accelc_model_config.h"]
-    try:
-        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise BuildError(f"cannot run {cxx}: {e}") from None
-    key = _digest(version.encode(), " ".join(FLAGS).encode(), _headers(), config.encode(),
-                  *(f"{n}\0{t}".encode() for n, t in sorted(sources.items())))
-    base = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME") or
-                                                  Path.home() / ".cache") / "accelc"
-    lib = base / "cuda-emulation" / key[:2] / f"{key}.so"
+    key = _key(compiler_version(), " ".join(FLAGS), _headers(), config,
+               *(f"{n}\0{t}" for n, t in sorted(sources.items())))
+    lib = (Path(cache_dir) if cache_dir else default_cache_dir()) / "cuda-emulation" / key[:2] / f"{key}.so"
     if lib.is_file():
         return lib.read_bytes()
     lib.parent.mkdir(parents=True, exist_ok=True)
@@ -86,11 +63,8 @@ def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
         for name, text in {**sources, "accelc_model_config.h": config}.items():
             (Path(tmp) / name).write_text(text)
         out = Path(tmp) / "model.so"
-        cmd = [cxx, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", tmp,
-               str(Path(tmp) / "accelc_emulated.cpp"), "-o", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"building the CUDA emulation failed:\n{_first_errors(proc.stderr)}")
+        run_tool([CXX, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", tmp,
+                  str(Path(tmp) / "accelc_emulated.cpp"), "-o", str(out)], "building the CUDA emulation failed")
         data = out.read_bytes()
     store(lib, data)
     return data

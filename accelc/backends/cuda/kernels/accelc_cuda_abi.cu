@@ -221,17 +221,6 @@ bool capturing(cudaStream_t s) {
   return st != cudaStreamCaptureStatusNone;
 }
 
-int check_ports(accelc_model* m, const void* const* inputs, void* const* outputs, const char* fn) {
-  if (!m) return fail(4, "%s: model is NULL", fn);
-  if ((kAccelcNumInputs && !inputs) || (kAccelcNumOutputs && !outputs))
-    return fail(4, "%s: inputs or outputs array is NULL", fn);
-  for (int i = 0; i < kAccelcNumInputs; ++i)
-    if (!inputs[i] && kAccelcInputBytes[i]) return fail(4, "%s: input %s is NULL", fn, kAccelcInputNames[i]);
-  for (int i = 0; i < kAccelcNumOutputs; ++i)
-    if (!outputs[i] && kAccelcOutputBytes[i]) return fail(4, "%s: output %s is NULL", fn, kAccelcOutputNames[i]);
-  return 0;
-}
-
 // accelc_run_device's buffers must be GPU memory of the model's device (or managed memory): a host
 // pointer or another GPU's memory would fail inside a copy, far from its cause, or read the wrong data.
 int check_device_pointers(const accelc_model* m, const void* const* ptrs, int n, const size_t* bytes,

@@ -72,23 +72,17 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int, a
 }
 
 ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* const* outputs) {
-  if (!m) return fail(4, "accelc_run: model is NULL");
-  if ((kAccelcNumInputs && !inputs) || (kAccelcNumOutputs && !outputs))
-    return fail(4, "accelc_run: inputs or outputs array is NULL");
+  if (int rc = check_ports(m, inputs, outputs, "accelc_run")) return rc;
   std::memset(m->arena, 0xFF, kAccelcArenaBytes);
-  for (int i = 0; i < kAccelcNumInputs; ++i) {
-    if (!inputs[i] && kAccelcInputBytes[i]) return fail(4, "accelc_run: input %s is NULL", kAccelcInputNames[i]);
+  for (int i = 0; i < kAccelcNumInputs; ++i)
     if (kAccelcInputBytes[i]) std::memcpy(m->arena + kAccelcInputOffsets[i], inputs[i], kAccelcInputBytes[i]);
-  }
   cudaGetLastError();
   accelc_emu::g_message[0] = '\0';
   const cudaError_t e = accelc_generated::forward(m->arena, m->weights, nullptr);
   if (e != cudaSuccess)
     return fail(5, "running the model failed at %s: %s (%s)", accelc_generated::g_failed_node, cudaGetErrorString(e),
                 accelc_emu::g_message);
-  for (int i = 0; i < kAccelcNumOutputs; ++i) {
-    if (!outputs[i] && kAccelcOutputBytes[i]) return fail(4, "accelc_run: output %s is NULL", kAccelcOutputNames[i]);
+  for (int i = 0; i < kAccelcNumOutputs; ++i)
     if (kAccelcOutputBytes[i]) std::memcpy(outputs[i], m->arena + kAccelcOutputOffsets[i], kAccelcOutputBytes[i]);
-  }
   return 0;
 }

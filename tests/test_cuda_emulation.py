@@ -190,6 +190,108 @@ def test_host_gemm_computes_the_cutlass_contract(tmp_path):
     assert lines[4].startswith("1|GEMM t: extents m=5 n=8 k=12")
 
 
+WMMA_KERNELS = """
+#include <mma.h>
+namespace wm = nvcuda::wmma;
+// C[M, N] = A[M, K] @ B[K, N] (+ C when accumulate) with one warp per 16 x 16 tile of C; A row-major,
+// B column-major (stored [N][K]); C read and written in the layout `layout`
+template <typename T>
+__global__ void tile_gemm(const T* a, const T* b, float* c, int K, int N, wm::layout_t layout, bool accumulate,
+                          bool sync) {
+  const int tm = blockIdx.y, tn = blockIdx.x;
+  __shared__ __align__(32) float staged[16 * 16];
+  wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+  float* ct = layout == wm::mem_row_major ? c + tm * 16 * N + tn * 16 : c + tn * 16 * (gridDim.y * 16) + tm * 16;
+  const unsigned ldc = layout == wm::mem_row_major ? N : gridDim.y * 16;
+  if (accumulate) wm::load_matrix_sync(acc, ct, ldc, layout);
+  else wm::fill_fragment(acc, 0.0f);
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major> fa;
+    wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::col_major> fb;
+    wm::load_matrix_sync(fa, a + tm * 16 * K + k0, K);
+    wm::load_matrix_sync(fb, b + tn * 16 * K + k0, K);
+    wm::mma_sync(acc, fa, fb, acc);
+  }
+  // through shared memory: every lane then doubles a row it did not store (needs the __syncwarp)
+  wm::store_matrix_sync(staged, acc, 16, wm::mem_row_major);
+  if (sync) __syncwarp();
+  const int lane = threadIdx.x, r = lane / 2, c0 = (lane % 2) * 8;
+  float twice[8];
+  for (int j = 0; j < 8; ++j) twice[j] = 2.0f * staged[r * 16 + c0 + j];
+  for (int j = 0; j < 8; ++j) {
+    const int row = tm * 16 + r, col = tn * 16 + c0 + j;
+    (layout == wm::mem_row_major ? c[row * N + col] : c[col * (gridDim.y * 16) + row]) = twice[j];
+  }
+}
+__global__ void early_exit(const __half* a, float* c) {
+  if (threadIdx.x == 31) return;
+  wm::fragment<wm::matrix_a, 16, 16, 16, __half, wm::row_major> fa;
+  wm::fragment<wm::matrix_b, 16, 16, 16, __half, wm::row_major> fb;
+  wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+  wm::fill_fragment(acc, 0.0f);
+  wm::load_matrix_sync(fa, a, 16);
+  wm::load_matrix_sync(fb, a, 16);
+  wm::mma_sync(acc, fa, fb, acc);
+  wm::store_matrix_sync(c, acc, 16, wm::mem_row_major);
+}
+__global__ void misaligned(const __half* a, float* c) {
+  wm::fragment<wm::matrix_a, 16, 16, 16, __half, wm::row_major> fa;
+  wm::load_matrix_sync(fa, a + 8, 16);
+}
+"""
+
+WMMA_PROGRAM = """
+  const int M = 32, N = 48, K = 64;
+  alignas(64) static __nv_bfloat16 a[M * K], b[N * K];
+  alignas(64) static __half ah[M * K], bh[N * K];
+  alignas(64) static float c[M * N];
+  for (int i = 0; i < M * K; ++i) {       // values exact in both 16-bit types
+    a[i] = __float2bfloat16_rn(0.125f * float((i * 7) % 13) - 0.75f);
+    ah[i] = __float2half_rn(__bfloat162float(a[i]));
+  }
+  for (int i = 0; i < N * K; ++i) {
+    b[i] = __float2bfloat16_rn(0.25f * float((i * 5) % 9) - 1.0f);
+    bh[i] = __float2half_rn(__bfloat162float(b[i]));
+  }
+  auto dump = [&]() { for (int i = 0; i < M * N; ++i) printf("%a ", c[i]); printf("|%d\\n", (int)cudaGetLastError()); };
+  ACCELC_LAUNCH(tile_gemm<__nv_bfloat16>, dim3(N / 16, M / 16), 32, 0, nullptr)(a, b, c, K, N, wm::mem_row_major,
+                                                                              false, true);
+  dump();
+  for (int i = 0; i < M * N; ++i) c[i] = float(i % 5);     // column-major C, accumulated, fp16 operands
+  ACCELC_LAUNCH(tile_gemm<__half>, dim3(N / 16, M / 16), 32, 0, nullptr)(ah, bh, c, K, N, wm::mem_col_major, true,
+                                                                       true);
+  dump();
+  ACCELC_LAUNCH(tile_gemm<__nv_bfloat16>, dim3(N / 16, M / 16), 32, 0, nullptr)(a, b, c, K, N, wm::mem_row_major,
+                                                                              false, false);
+  dump();
+  ACCELC_LAUNCH(early_exit, 1, 32, 0, nullptr)(ah, c);
+  printf("%d|%s\\n", (int)cudaGetLastError(), accelc_emu::g_message);
+  ACCELC_LAUNCH(misaligned, 1, 32, 0, nullptr)(ah, c);
+  printf("%d|%s\\n", (int)cudaGetLastError(), accelc_emu::g_message);
+"""
+
+
+def test_wmma_fragments_multiply_and_catch_missing_syncs(tmp_path):
+    out = _run_cuda(tmp_path, kernels=WMMA_KERNELS, body=WMMA_PROGRAM)
+    lines = out.splitlines()
+    M, N, K = 32, 48, 64
+    a = (0.125 * ((np.arange(M * K) * 7) % 13) - 0.75).astype(ml_dtypes.bfloat16).astype(np.float64).reshape(M, K)
+    b = (0.25 * ((np.arange(N * K) * 5) % 9) - 1.0).astype(ml_dtypes.bfloat16).astype(np.float64).reshape(N, K)
+
+    def values(line):
+        body, err = line.rsplit("|", 1)
+        assert err == "0"
+        return np.array([float.fromhex(v) for v in body.split()])
+
+    np.testing.assert_allclose(values(lines[0]).reshape(M, N), 2 * (a @ b.T), rtol=1e-6)
+    c0 = (np.arange(M * N) % 5).astype(np.float64).reshape(N, M).T       # column-major C
+    np.testing.assert_allclose(values(lines[1]).reshape(N, M).T, 2 * (a @ b.T + c0), rtol=1e-6)
+    # without the __syncwarp a lane reads rows the other lanes have not stored yet
+    assert not np.allclose(values(lines[2]).reshape(M, N), 2 * (a @ b.T), equal_nan=False)
+    assert lines[3].startswith("719|kernel early_exit, block (0, 0, 0)") and "without all 32 lanes" in lines[3]
+    assert lines[4].startswith("716|kernel misaligned") and "not 32-byte aligned" in lines[4]
+
+
 # ---- part 2: the generated code under the emulator -------------------------------------------------------
 from accelc.backends.cuda import CudaBackend  # noqa: E402
 from accelc.runtime.module import CompiledModule  # noqa: E402
@@ -323,3 +425,95 @@ def test_int64_min_max(build_cache):
     got, want = _emulated(g, build_cache).run(feeds), evaluate(g, feeds)
     for name in g.outputs:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+# ---- the tensor-core attention ---------------------------------------------------------------------------------
+def attention(batch, heads, sq, sk, d, dv, masked, compute):
+    """softmax(Q K^T / sqrt(d) + mask) V with both products in ``compute``, as the passes leave it."""
+    from accelc.ir import Graph, TensorType
+    from accelc.ir.ops.fused import FusedGemmAttrs
+    from test_backend_cuda import _attrs
+    g = Graph("attention")
+    q = g.add_input("q", TensorType(DType.float32, (batch, heads, sq, d)))
+    k = g.add_input("k", TensorType(DType.float32, (batch, heads, sk, d)))
+    v = g.add_input("v", TensorType(DType.float32, (batch, heads, sk, dv)))
+    (s,) = g.add_node("FusedGemm", [q, k], FusedGemmAttrs(trans_b=True, compute=compute))
+    (s,) = g.add_node("Mul", [s, g.add_constant(np.array(1.0 / np.sqrt(d), np.float32))])
+    if masked:
+        mask = g.add_input("mask", TensorType(DType.float32, (batch, 1, 1, sk)))
+        (s,) = g.add_node("Add", [s, mask])
+    (p,) = g.add_node("Softmax", [s], _attrs("Softmax", axis=-1))
+    (o,) = g.add_node("FusedGemm", [p, v], FusedGemmAttrs(compute=compute))
+    g.outputs = [o]
+    return g
+
+
+BF16, FP16 = DType.bfloat16, DType.float16
+
+
+@pytest.mark.parametrize("shape,masked,compute,sms,tiles", [
+    ((2, 3, 40, 70, 64, 64), True, BF16, 1, (64, 32)),      # 3 key tiles, the last one partial
+    ((2, 2, 64, 64, 64, 64), True, FP16, 6, (32, 64)),      # 4 blocks of 64 rows would leave SMs idle
+    ((1, 2, 33, 100, 32, 48), False, FP16, 132, (16, 64)),  # V's head dim differs from Q's
+    ((1, 2, 20, 50, 128, 128), True, BF16, 132, (16, 32)),  # head dim 128: beyond the fp32 kernel's 96
+])
+def test_tensor_core_attention_matches_reference(shape, masked, compute, sms, tiles, build_cache):
+    """The wmma kernel under the emulator (fragments spread over the lanes, see accelc_emu_wmma.h) against
+    the interpreter running the same 16-bit graph and the fp32 one, for each choice of tile sizes."""
+    import dataclasses
+    from accelc.backends.cuda.arch import arch_for
+    from accelc.backends.cuda.codegen import generate
+    g = attention(*shape, masked, compute)
+    fp32 = g.copy()
+    fp32.nodes = [dataclasses.replace(n, attrs=dataclasses.replace(n.attrs, compute=DType.float32))
+                  if n.op == "FusedGemm" else n for n in g.nodes]
+    arch = dataclasses.replace(arch_for(get_target("h100")), sm_count=sms)
+    gen = generate(g, arch, BackendOptions())
+    src = gen.files["accelc_model.cu"]
+    assert gen.gemm_instances == [] and "nvcuda::wmma::mma_sync" in src
+    bq, bk = tiles
+    assert f"{bq} query rows ({bq // 16} warps) x {bk} keys per tile" in src
+    feeds = _feeds(g)
+    got = _run_generated(gen, g, build_cache, feeds)[g.outputs[0]]
+    want_low, want_fp32 = evaluate(g, feeds)[g.outputs[0]], evaluate(fp32, feeds)[g.outputs[0]]
+    assert _cosine(got, want_low) > 0.99999
+    assert _cosine(got, want_fp32) > (0.9995 if compute == BF16 else 0.99999)
+    assert np.abs(got - want_low).max() < (1e-2 if compute == BF16 else 1e-3)
+
+
+def test_tensor_core_attention_is_for_16_bit_products():
+    """fp32 (or mixed) products keep the fp32 kernel; head dims that are not multiples of 16 too."""
+    src = _generate(attention(1, 2, 20, 20, 32, 32, True, DType.float32)).files["accelc_model.cu"]
+    assert "wmma" not in src.split("accelc generated CUDA code", 1)[1] and "online softmax in fp32" in src
+    src = _generate(attention(1, 2, 20, 20, 40, 40, True, BF16)).files["accelc_model.cu"]
+    assert "wmma::mma_sync" not in src and "online softmax in fp32" in src
+
+
+def test_tensor_core_tiles_follow_the_sm_count():
+    from accelc.backends.cuda.attention_kernel import tensor_core_tiles
+    t = tensor_core_tiles(12, 128, 64, 64, 132)          # BERT-base, batch 1: 96 blocks of 16 rows
+    assert (t.bq, t.bk) == (16, 64)
+    t = tensor_core_tiles(32 * 12, 128, 64, 64, 132)     # batch 32: 768 blocks of 64 rows
+    assert (t.bq, t.bk, t.shared_bytes <= 48 * 1024) == (64, 32, True)
+    assert tensor_core_tiles(4, 8, 64, 64, 1).bq == 16     # 8 rows: no 32- or 64-row tiles
+
+
+@pytest.mark.parametrize("mutation", ["correction", "syncwarp"])
+def test_a_broken_tensor_core_attention_is_caught(mutation, build_cache):
+    """Without the per-row rescaling of the accumulator, or without the __syncwarp between the lanes'
+    writes of P's row factors and the warp's use of them, the result is wrong under the emulator."""
+    g = attention(1, 2, 40, 100, 32, 32, True, BF16)
+    gen = _generate(g)
+    src = gen.files["accelc_model.cu"]
+    if mutation == "correction":
+        assert src.count("*= srow[r];") == 1
+        src = src.replace("*= srow[r];", "*= 1.0f;")
+    else:
+        at = src.index("srow[row] = corr;")
+        sync = src.index("__syncwarp();", at)
+        src = src[:sync] + src[sync + len("__syncwarp();"):]
+    gen.files["accelc_model.cu"] = src
+    feeds = _feeds(g)
+    got = _run_generated(gen, g, build_cache, feeds)[g.outputs[0]]
+    want = evaluate(g, feeds)[g.outputs[0]]
+    assert not np.allclose(got, want, atol=2e-2)

@@ -18,6 +18,7 @@ class Arch:
     sm: str            # "sm_80", "sm_90a"
     cc: int            # 80, 90
     exact: bool        # runs only on exactly this compute capability
+    sm_count: int = 0  # of the target GPU (kernels size their grids by it); 0: unknown
 
     @property
     def gencode(self) -> tuple[str, ...]:
@@ -30,4 +31,4 @@ def arch_for(target: Target) -> Arch:
         raise TargetError(f"target '{target.name}' is not a CUDA target")
     sm = target.sm
     digits = "".join(ch for ch in sm[3:] if ch.isdigit())
-    return Arch(sm, int(digits), sm.endswith("a"))
+    return Arch(sm, int(digits), sm.endswith("a"), target.sm_count)

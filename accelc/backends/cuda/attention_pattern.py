@@ -6,7 +6,8 @@ scores on chip and uses the online softmax (running max and sum, rescaling the p
 memory traffic is O(S * D) per head instead of O(S^2).
 
 Matched by ``backends/attention_match.py`` (QK^T product, scalar scale chain, optional mask, Softmax
-over the last axis, P @ V product); this backend takes head dims <= 96. Q, K and V are then traced back,
+over the last axis, P @ V product); this backend takes head dims <= 96, and <= 128 when both products
+are bf16 or fp16 (the tensor-core kernel). Q, K and V are then traced back,
 as the CPU backend does (``cpu_amx.codegen_attention.trace_view``), through the views exporters put in
 front of attention (the head split's Transpose/Reshape, the Gather or Split of a packed QKV projection,
 a materialised K^T) and through Mul/Div by scalar constants, which join the scale. The kernel reads the
@@ -19,14 +20,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...ir import Graph, Node
+from ...ir import DType, Graph, Node
 from ...passes import eliminate_dead_code
 from ...passes.manager import PassContext
 from ..attention_match import AttentionMatch, find_attention, replace_nodes
 from ..cpu_amx.codegen_attention import _as4, dense_view, k_rows, output_layout, trace_view
 
 ATTENTION_OP = "accelc_cuda.Attention"
-MAX_HEAD_DIM = 96   # keeps the kernel's static shared memory under 48 KiB
+MAX_HEAD_DIM = 96            # keeps the fp32 kernel's static shared memory under 48 KiB
+MAX_TENSOR_CORE_HEAD_DIM = 128
+LOW = (DType.bfloat16, DType.float16)
+
+
+def tensor_core_dtype(compute: DType, pv_compute: DType, d: int, dv: int) -> DType | None:
+    """The 16-bit type both products run in on tensor cores, or None (then the kernel is fp32 SIMT):
+    both products in the same 16-bit compute type, head dims multiples of 16 up to 128."""
+    if compute != pv_compute or compute not in LOW:
+        return None
+    if d % 16 or dv % 16 or max(d, dv) > MAX_TENSOR_CORE_HEAD_DIM:
+        return None
+    return compute
+
+
+def _fits(m: AttentionMatch) -> bool:
+    return max(m.d, m.dv) <= MAX_HEAD_DIM or tensor_core_dtype(m.compute, m.pv_compute, m.d, m.dv) is not None
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,7 @@ class AttentionAttrs:
     k: tuple[int, ...]
     v: tuple[int, ...]
     out: tuple[int, ...]
+    tensor_core: DType | None = None   # bf16/f16: both products on tensor cores in that type (else fp32)
 
 
 def _node(graph: Graph, producers, users, m: AttentionMatch) -> Node:
@@ -61,7 +79,7 @@ def _node(graph: Graph, producers, users, m: AttentionMatch) -> Node:
     # offsets and strides of any size: the kernel's address arithmetic is 64-bit (attention_kernel._address)
     specs = [(x.offset,) + _as4(x.strides, rank) for x in (q, k, v)] + [(0,) + tuple(out_strides)]
     attrs = AttentionAttrs(float(m.scale * fq * fk), m.mask is not None, rank, batch, heads, m.sq, m.sk, m.d, m.dv,
-                           *specs)
+                           *specs, tensor_core_dtype(m.compute, m.pv_compute, m.d, m.dv))
     inputs = (q.base, k.base, v.base) + ((m.mask,) if m.mask is not None else ())
     return Node(ATTENTION_OP, inputs, (out_value,), attrs, f"attention_{m.pv.name}")
 
@@ -69,7 +87,7 @@ def _node(graph: Graph, producers, users, m: AttentionMatch) -> Node:
 def legalize(graph: Graph) -> tuple[Graph, int]:
     """Returns the graph with every matched attention fused (and the copies it reads through removed),
     and how many were fused."""
-    matches = [m for m in find_attention(graph) if max(m.d, m.dv) <= MAX_HEAD_DIM]
+    matches = [m for m in find_attention(graph) if _fits(m)]
     if not matches:
         return graph, 0
     producers, users = graph.producers(), graph.consumers()

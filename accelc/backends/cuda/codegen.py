@@ -64,7 +64,7 @@ def fold_constant_nodes(graph: Graph) -> Graph:
 def generate(graph: Graph, arch: Arch, options) -> Generated:
     graph, n_attention = legalize(graph)
     graph = fold_constant_nodes(graph)
-    ctx = LowerCtx(graph, options)
+    ctx = LowerCtx(graph, options, arch)
     for step, node in enumerate(graph.nodes):
         ctx.step, ctx.node = step, node
         ctx.fwd.blank()

@@ -68,6 +68,7 @@ def raw_constant(array: np.ndarray) -> np.ndarray:
 class LowerCtx:
     graph: Graph
     options: object
+    arch: "object" = None                                          # arch.Arch of the target
     weights: WeightsBuilder = field(default_factory=WeightsBuilder)
     kernels: CppEmitter = field(default_factory=CppEmitter)
     fwd: CppEmitter = field(default_factory=CppEmitter)

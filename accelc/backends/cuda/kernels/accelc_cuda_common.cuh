@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math_constants.h>
+#include <mma.h>
 #include <cstdint>
 
 // Every launch in the generated code goes through this macro, so that the host emulation

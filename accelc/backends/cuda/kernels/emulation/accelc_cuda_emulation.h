@@ -12,6 +12,7 @@
 //   warp). Threads that wait at different kinds of barrier are a divergence bug on a GPU too; the launch
 //   fails with a message naming the kernel instead of hanging;
 // - launch checks a GPU would make (block size, grid limits) and cudaGetLastError.
+// - nvcuda::wmma (accelc_emu_wmma.h, through the stub mma.h), with fragments spread over the lanes.
 // What it does not model: timing, memory races between threads that a missing barrier would expose on a
 // GPU (threads of a block run in a fixed order), and the CUTLASS GEMMs (accelc_emu_gemm.h computes what
 // their arguments ask for instead).
@@ -35,6 +36,7 @@
 #define __noinline__
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 // ---- runtime types ---------------------------------------------------------------------------------
 enum cudaError_t {
@@ -171,10 +173,13 @@ struct Scheduler {
   std::vector<char*> stacks;           // kept for the life of the process, reused by every launch
   std::vector<Wait> wait;
   std::vector<uint64_t> lane_values;   // __shfl_*_sync exchange slots, one per thread
+  std::vector<const void*> wmma_slots; // wmma::mma_sync operand fragments, three per thread
   ucontext_t main{};
   void (*body)(const void*) = nullptr; // runs the kernel for the current thread
   const void* launch = nullptr;        // ... with the arguments of this launch
   int threads = 0, current = 0;
+  const char* kernel = "";             // the kernel being run
+  cudaError_t fault = cudaSuccess;     // the first error a thread of this launch raised (fault())
 };
 
 inline Scheduler& scheduler() {
@@ -267,6 +272,21 @@ inline void fail(cudaError_t e, const char* fmt, ...) {
   g_last_error = e;
 }
 
+// An error raised by the running thread (a misuse a GPU would fault on): the first one of a launch is
+// kept, with the kernel, block and thread; the launch stops after the current block.
+inline void fault(cudaError_t e, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+inline void fault(cudaError_t e, const char* fmt, ...) {
+  Scheduler& s = scheduler();
+  if (s.fault != cudaSuccess) return;
+  s.fault = e;
+  const int n = std::snprintf(g_message, sizeof g_message, "kernel %s, block (%u, %u, %u), thread %d: ", s.kernel,
+                              blockIdx.x, blockIdx.y, blockIdx.z, s.current);
+  va_list ap;
+  va_start(ap, fmt);
+  if (n > 0 && n < (int)sizeof g_message) std::vsnprintf(g_message + n, sizeof g_message - n, fmt, ap);
+  va_end(ap);
+}
+
 // ACCELC_LAUNCH(kernel, grid, block, shmem, stream)(args...): checks the configuration like the driver
 // does, then runs every block.
 template <typename... Params>
@@ -306,12 +326,18 @@ struct Launch {
     } bound{kernel, std::tuple<Args&...>(args...)};
     s.body = &Bound::call;
     s.launch = &bound;
+    s.kernel = name;
+    s.fault = cudaSuccess;
     for (unsigned z = 0; z < grid.z; ++z)
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
           blockIdx = uint3{x, y, z};
           if (!run_block(name)) {
             g_last_error = cudaErrorLaunchFailure;
+            return;
+          }
+          if (s.fault != cudaSuccess) {
+            g_last_error = s.fault;
             return;
           }
         }

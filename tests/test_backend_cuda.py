@@ -270,7 +270,7 @@ def test_generated_code_is_readable():
     gen = generate(encoder(), arch_for(get_target("a100")), BackendOptions())
     src = gen.files["accelc_model.cu"]
     assert "__global__" in src and "k_attention_" in src and "LayerNormalization" in src
-    assert gen.gemm_sources and all("accelc_cutlass::run_gemm" in s for s in gen.gemm_sources.values())
+    assert gen.gemm_sources and all("accelc_cutlass::GemmOf<" in s and "Instance::workspace" in s for s in gen.gemm_sources.values())
 
 
 @needs_nvcc

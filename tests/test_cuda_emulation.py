@@ -171,6 +171,15 @@ GEMM_PROGRAM = """
   p.k = 12;
   e = accelc_emu::gemm<__nv_bfloat16, true, __nv_bfloat16, true, float, accelc_emu::Act::ReLu, 1, 8, 4, false>(p, "t");
   printf("%d|%s\\n", (int)e, accelc_emu::g_message);     // K = 12 is not a multiple of B's alignment 8
+  p.k = K;
+  p.batch = 1;
+  e = accelc_emu::gemm<__nv_bfloat16, true, __nv_bfloat16, true, float, accelc_emu::Act::ReLu, 1, 8, 4, false>(p, "t");
+  printf("%d|%s\\n", (int)e, accelc_emu::g_message);     // a single GEMM needs its (stream-K) workspace
+  alignas(64) static unsigned char ws[4096];
+  p.workspace = ws;
+  p.workspace_bytes = accelc_emu::gemm_workspace(p);
+  e = accelc_emu::gemm<__nv_bfloat16, true, __nv_bfloat16, true, float, accelc_emu::Act::ReLu, 1, 8, 4, false>(p, "t");
+  printf("%d|%zu\\n", (int)e, p.workspace_bytes);
 """
 
 
@@ -188,6 +197,8 @@ def test_host_gemm_computes_the_cutlass_contract(tmp_path):
     assert lines[2].startswith("0|")
     assert lines[3].startswith("716|GEMM t: an operand pointer")
     assert lines[4].startswith("1|GEMM t: extents m=5 n=8 k=12")
+    assert lines[5].startswith("1|GEMM t: needs 256 bytes of workspace, got 0")
+    assert lines[6] == "0|256"
 
 
 WMMA_KERNELS = """

@@ -129,6 +129,7 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
     em.blank()
     for inst in ctx.gemm_instances.values():
         em.line(f'extern "C" cudaError_t {inst.function}(const AccelcGemmArgs* p, cudaStream_t stream);')
+        em.line(f'extern "C" size_t {inst.workspace_function}(const AccelcGemmArgs* p);')
     em.blank()
     with em.block("namespace accelc_generated", close="}  // namespace accelc_generated"):
         em.line('const char* g_failed_node = "";')
@@ -142,7 +143,18 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
         for s in ctx.scratch_requests:
             em.line(f"constexpr size_t {s.symbol} = {offsets[s.symbol]};   // {s.label}")
         em.blank()
-        with em.block("cudaError_t forward(unsigned char* arena, const unsigned char* weights, cudaStream_t stream)"):
+        em.comment("the device workspace the GEMMs need on this GPU (stream-K partial sums): the most any call needs")
+        with em.block("size_t gemm_workspace_bytes()"):
+            em.line("size_t most = 0;")
+            for call in dict.fromkeys((inst.workspace_function, init) for inst, init in ctx.gemm_calls):
+                with em.block(""):
+                    em.line(f"const AccelcGemmArgs g{call[1]};")
+                    em.line(f"const size_t n = {call[0]}(&g);")
+                    em.line("if (n > most) most = n;")
+            em.line("return most;")
+        em.blank()
+        with em.block("cudaError_t forward(unsigned char* arena, const unsigned char* weights, "
+                      "[[maybe_unused]] void* workspace, [[maybe_unused]] size_t workspace_bytes, cudaStream_t stream)"):
             declared = set()
             for v, off in ctx.const_offsets.items():
                 em.line(f"[[maybe_unused]] const {storage(graph.types[v].dtype)}* {c_identifier(v)} = "

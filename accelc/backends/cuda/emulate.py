@@ -37,7 +37,9 @@ def gemm_source(inst: GemmInstance) -> str:
     col_a, col_b = (str(layout == "ColumnMajor").lower() for layout in (inst.layout_a, inst.layout_b))
     return (f'extern "C" cudaError_t {inst.function}(const AccelcGemmArgs* p, cudaStream_t) {{\n'
             f"  return accelc_emu::gemm<{ea}, {col_a}, {ea}, {col_b}, {ec}, accelc_emu::Act::{_CUTLASS_ACT[inst.act]}, "
-            f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>(*p, \"{inst.key}\");\n}}\n")
+            f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>(*p, \"{inst.key}\");\n}}\n"
+            f'extern "C" size_t {inst.workspace_function}(const AccelcGemmArgs* p) {{\n'
+            f"  return accelc_emu::gemm_workspace(*p);\n}}\n")
 
 
 @functools.lru_cache(maxsize=None)

@@ -77,6 +77,7 @@ class LowerCtx:
     alias_offsets: dict[str, int] = field(default_factory=dict)    # value -> byte offset into that value
     scratch_requests: list[ScratchRequest] = field(default_factory=list)
     gemm_instances: dict[str, "object"] = field(default_factory=dict)   # key -> gemm.GemmInstance
+    gemm_calls: list = field(default_factory=list)   # (GemmInstance, AccelcGemmArgs initializer without buffers)
     step: int = 0
     node: Node | None = None
     _kernel_names: set[str] = field(default_factory=set)

@@ -33,7 +33,10 @@
 
 namespace accelc_generated {
 // Generated (accelc_model.cu): launches every kernel of the forward on `stream`.
-cudaError_t forward(unsigned char* arena, const unsigned char* weights, cudaStream_t stream);
+cudaError_t forward(unsigned char* arena, const unsigned char* weights, void* workspace, size_t workspace_bytes,
+                    cudaStream_t stream);
+// Generated: the bytes of device workspace the model's GEMMs need on the current GPU.
+size_t gemm_workspace_bytes();
 extern const char* g_failed_node;   // the node whose kernel or GEMM failed last
 }
 
@@ -68,6 +71,8 @@ struct accelc_model {
   int device;
   unsigned char* weights;      // device
   unsigned char* arena;        // device
+  void* workspace;             // device: the GEMMs' scratch (stream-K partial sums), sized on this GPU at create
+  size_t workspace_bytes;
   cudaStream_t stream;         // internal: accelc_run's stream and the graph-capture stream
   cudaEvent_t done;            // recorded on the run's stream after each run (orders the next run)
   bool pending;                // `done` has been recorded at least once
@@ -118,6 +123,7 @@ ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
   if (m->stream) cudaStreamDestroy(m->stream);
   if (m->weights) cudaFree(m->weights);
   if (m->arena) cudaFree(m->arena);
+  if (m->workspace) cudaFree(m->workspace);
   cudaGetLastError();   // leave no sticky-looking error behind for the caller's next CUDA call
   delete m;
 }
@@ -148,17 +154,19 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int /*
                 cudaGetErrorString(e), kAccelcArchList);
   }
 
-  accelc_model* m = new (std::nothrow) accelc_model{arch, device, nullptr, nullptr, nullptr, nullptr, false, nullptr, 0};
+  accelc_model* m = new (std::nothrow) accelc_model{arch, device, nullptr, nullptr, nullptr, 0, nullptr, nullptr, false, nullptr, 0};
   if (!m) return fail(3, "out of host memory allocating the model");
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
+  m->workspace_bytes = accelc_generated::gemm_workspace_bytes();
   if ((e = cudaMalloc(&m->weights, weights_size ? weights_size : 256)) != cudaSuccess ||
-      (e = cudaMalloc(&m->arena, kAccelcArenaBytes ? kAccelcArenaBytes : 256)) != cudaSuccess) {
+      (e = cudaMalloc(&m->arena, kAccelcArenaBytes ? kAccelcArenaBytes : 256)) != cudaSuccess ||
+      (m->workspace_bytes && (e = cudaMalloc(&m->workspace, m->workspace_bytes)) != cudaSuccess)) {
     cudaGetLastError();
     accelc_destroy(m);
-    return fail(3, "out of GPU memory: the model needs %llu bytes of weights and %llu bytes of activations, "
-                "%zu of %zu bytes are free (%s)", (unsigned long long)weights_size,
-                (unsigned long long)kAccelcArenaBytes, free_b, total_b, cudaGetErrorString(e));
+    return fail(3, "out of GPU memory: the model needs %llu bytes of weights, %llu bytes of activations and %zu "
+                "bytes of GEMM workspace, %zu of %zu bytes are free (%s)", (unsigned long long)weights_size,
+                (unsigned long long)kAccelcArenaBytes, m->workspace_bytes, free_b, total_b, cudaGetErrorString(e));
   }
   if ((e = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking)) != cudaSuccess ||
       (e = cudaEventCreateWithFlags(&m->done, cudaEventDisableTiming)) != cudaSuccess ||
@@ -179,7 +187,7 @@ int capture(accelc_model* m) {
   cudaGraph_t g = nullptr;
   cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal);
   if (e != cudaSuccess) return fail(5, "cannot capture the CUDA graph: %s", cudaGetErrorString(e));
-  cudaError_t fe = accelc_generated::forward(m->arena, m->weights, m->stream);
+  cudaError_t fe = accelc_generated::forward(m->arena, m->weights, m->workspace, m->workspace_bytes, m->stream);
   e = cudaStreamEndCapture(m->stream, &g);
   if (fe != cudaSuccess || e != cudaSuccess) {
     if (g) cudaGraphDestroy(g);
@@ -200,7 +208,7 @@ int capture(accelc_model* m) {
 int forward(accelc_model* m, cudaStream_t stream) {
   cudaError_t e;
   if (m->runs++ == 0 || kAccelcDisableGraph) {
-    e = accelc_generated::forward(m->arena, m->weights, stream);
+    e = accelc_generated::forward(m->arena, m->weights, m->workspace, m->workspace_bytes, stream);
     if (e != cudaSuccess)
       return fail(5, "running the model failed at %s: %s", accelc_generated::g_failed_node, cudaGetErrorString(e));
     return 0;

@@ -6,6 +6,14 @@
 // fp32); the epilogue is LinearCombinationGeneric with a CUTLASS activation functor. Each generated
 // translation unit (gemm_<key>.cu) defines one `accelc_gemm_<key>` from this template, so that
 // instantiations are compiled once and cached independently of any model.
+//
+// Single GEMMs are scheduled stream-K (ThreadblockSwizzleStreamK): when the output has too few
+// 128x128 tiles to fill the GPU (an encoder at batch 1 has 6 to 24 of them for 132 SMs), CUTLASS splits
+// the K loop of some tiles over several blocks and reduces their partial sums in a device workspace; the
+// epilogue (activation included) runs once per tile, on the finished sum. Large problems stay
+// data-parallel. The workspace size depends on the GPU (SM count, occupancy), so the model asks
+// `accelc_gemm_<key>_workspace` for every call site when it is created and allocates the largest once.
+// Batched GEMMs are data-parallel per batch.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,6 +21,7 @@
 #include "cutlass/epilogue/thread/activation.h"
 #include "cutlass/epilogue/thread/linear_combination_generic.h"
 #include "cutlass/gemm/device/gemm_universal.h"
+#include "cutlass/gemm/threadblock/threadblock_swizzle_streamk.h"
 
 #include "accelc_gemm_args.h"
 
@@ -42,32 +51,47 @@ template <typename ElementA> struct Tiles<cutlass::arch::OpClassSimt, ElementA> 
 
 template <typename ElementA, typename LayoutA, typename ElementB, typename LayoutB, typename ElementC,
           typename OpClass, template <typename> class Act, int AlignA, int AlignB, int AlignC>
-cudaError_t run_gemm(const AccelcGemmArgs& p, cudaStream_t stream) {
+struct GemmOf {
   using T = Tiles<OpClass, ElementA>;
   using Epilogue = cutlass::epilogue::thread::LinearCombinationGeneric<Act, ElementC, AlignC, float, float>;
   using Gemm = cutlass::gemm::device::GemmUniversal<
       ElementA, LayoutA, ElementB, LayoutB, ElementC, cutlass::layout::RowMajor, float, OpClass,
       cutlass::arch::Sm80, typename T::Block, typename T::Warp, typename T::Instruction, Epilogue,
-      cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<>, T::kStages, AlignA, AlignB>;
-  typename Epilogue::Params epi(p.alpha, p.c ? p.beta : 0.0f);
-  typename Gemm::Arguments args(
-      cutlass::gemm::GemmUniversalMode::kBatched, {p.m, p.n, p.k}, p.batch, epi,
-      p.a, p.b, p.c ? p.c : p.d, p.d,
-      p.batch_stride_a, p.batch_stride_b, p.c ? p.batch_stride_c : p.batch_stride_d, p.batch_stride_d,
-      typename LayoutA::Stride::Index(p.lda), typename LayoutB::Stride::Index(p.ldb),
-      typename cutlass::layout::RowMajor::Stride::Index(p.c ? p.ldc : p.ldd),
-      typename cutlass::layout::RowMajor::Stride::Index(p.ldd));
-  Gemm gemm;
-  cutlass::Status st = gemm.can_implement(args);
-  if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
-  st = gemm.initialize(args, nullptr, stream);
-  if (st != cutlass::Status::kSuccess) return cudaErrorInvalidConfiguration;
-  st = gemm.run(stream);
-  if (st != cutlass::Status::kSuccess) {
-    cudaError_t e = cudaGetLastError();
-    return e != cudaSuccess ? e : cudaErrorLaunchFailure;
+      cutlass::gemm::threadblock::ThreadblockSwizzleStreamK, T::kStages, AlignA, AlignB>;
+
+  static typename Gemm::Arguments arguments(const AccelcGemmArgs& p) {
+    typename Epilogue::Params epi(p.alpha, p.c ? p.beta : 0.0f);
+    // kGemm with a split factor of 1: stream-K decides how to spread the tiles over the SMs
+    const bool batched = p.batch > 1;
+    return typename Gemm::Arguments(
+        batched ? cutlass::gemm::GemmUniversalMode::kBatched : cutlass::gemm::GemmUniversalMode::kGemm,
+        {p.m, p.n, p.k}, batched ? p.batch : 1, epi,
+        p.a, p.b, p.c ? p.c : p.d, p.d,
+        p.batch_stride_a, p.batch_stride_b, p.c ? p.batch_stride_c : p.batch_stride_d, p.batch_stride_d,
+        typename LayoutA::Stride::Index(p.lda), typename LayoutB::Stride::Index(p.ldb),
+        typename cutlass::layout::RowMajor::Stride::Index(p.c ? p.ldc : p.ldd),
+        typename cutlass::layout::RowMajor::Stride::Index(p.ldd));
   }
-  return cudaSuccess;
-}
+
+  // bytes of workspace the call needs on the current GPU (pointers in p are not read)
+  static size_t workspace(const AccelcGemmArgs& p) { return Gemm::get_workspace_size(arguments(p)); }
+
+  static cudaError_t run(const AccelcGemmArgs& p, cudaStream_t stream) {
+    const typename Gemm::Arguments args = arguments(p);
+    Gemm gemm;
+    cutlass::Status st = gemm.can_implement(args);
+    if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
+    const size_t need = Gemm::get_workspace_size(args);
+    if (need > p.workspace_bytes || (need && !p.workspace)) return cudaErrorInvalidValue;
+    st = gemm.initialize(args, p.workspace, stream);
+    if (st != cutlass::Status::kSuccess) return cudaErrorInvalidConfiguration;
+    st = gemm.run(stream);
+    if (st != cutlass::Status::kSuccess) {
+      cudaError_t e = cudaGetLastError();
+      return e != cudaSuccess ? e : cudaErrorLaunchFailure;
+    }
+    return cudaSuccess;
+  }
+};
 
 }  // namespace accelc_cutlass

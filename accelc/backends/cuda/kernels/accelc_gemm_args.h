@@ -10,4 +10,5 @@ struct AccelcGemmArgs {
   const void* c; long long ldc, batch_stride_c;   // c may be NULL (then beta is ignored)
   void* d;       long long ldd, batch_stride_d;
   float alpha, beta;
+  void* workspace;  size_t workspace_bytes;       // device scratch the instantiation may need (stream-K)
 };

@@ -17,7 +17,9 @@
 #define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace accelc_generated {
-cudaError_t forward(unsigned char* arena, const unsigned char* weights, cudaStream_t stream);
+cudaError_t forward(unsigned char* arena, const unsigned char* weights, void* workspace, size_t workspace_bytes,
+                    cudaStream_t stream);
+size_t gemm_workspace_bytes();
 extern const char* g_failed_node;
 }
 
@@ -33,6 +35,8 @@ unsigned char* allocate(size_t n) {
 struct accelc_model {
   unsigned char* weights;
   unsigned char* arena;
+  unsigned char* workspace;   // the GEMMs' scratch, as sized by the stand-ins (accelc_emu_gemm.h)
+  size_t workspace_bytes;
 };
 
 ACCELC_EXPORT int accelc_abi_version(void) { return 1; }
@@ -53,6 +57,7 @@ ACCELC_EXPORT void accelc_destroy(accelc_model* m) {
   if (!m) return;
   std::free(m->weights);
   std::free(m->arena);
+  std::free(m->workspace);
   delete m;
 }
 
@@ -60,8 +65,10 @@ ACCELC_EXPORT int accelc_create(const void* weights, size_t weights_size, int, a
   if (!out) return fail(4, "accelc_create: out is NULL");
   *out = nullptr;
   if (int rc = check_weights(weights, weights_size)) return rc;
-  accelc_model* m = new (std::nothrow) accelc_model{allocate(weights_size), allocate(kAccelcArenaBytes)};
-  if (!m || !m->weights || !m->arena) {
+  const size_t ws = accelc_generated::gemm_workspace_bytes();
+  accelc_model* m = new (std::nothrow) accelc_model{allocate(weights_size), allocate(kAccelcArenaBytes),
+                                                    ws ? allocate(ws) : nullptr, ws};
+  if (!m || !m->weights || !m->arena || (ws && !m->workspace)) {
     accelc_destroy(m);
     return fail(3, "out of host memory for the emulated model (%llu bytes of weights, %llu of arena)",
                 (unsigned long long)weights_size, (unsigned long long)kAccelcArenaBytes);
@@ -78,7 +85,7 @@ ACCELC_EXPORT int accelc_run(accelc_model* m, const void* const* inputs, void* c
     if (kAccelcInputBytes[i]) std::memcpy(m->arena + kAccelcInputOffsets[i], inputs[i], kAccelcInputBytes[i]);
   cudaGetLastError();
   accelc_emu::g_message[0] = '\0';
-  const cudaError_t e = accelc_generated::forward(m->arena, m->weights, nullptr);
+  const cudaError_t e = accelc_generated::forward(m->arena, m->weights, m->workspace, m->workspace_bytes, nullptr);
   if (e != cudaSuccess)
     return fail(5, "running the model failed at %s: %s (%s)", accelc_generated::g_failed_node, cudaGetErrorString(e),
                 accelc_emu::g_message);

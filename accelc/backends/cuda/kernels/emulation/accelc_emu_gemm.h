@@ -1,10 +1,14 @@
 // accelc CUDA emulation: what a CUTLASS GEMM instantiation (accelc_cutlass_gemm.cuh) computes, on the host.
 //
 // D[b] = act(alpha * A[b] @ B[b] + beta * C[b]) with fp32 accumulation, operands read through the
-// instantiation's layouts, leading dimensions and batch strides exactly as run_gemm passes them to
+// instantiation's layouts, leading dimensions and batch strides exactly as GemmOf::arguments passes them to
 // CUTLASS. Before computing, it refuses what the GPU would refuse: the extents CUTLASS's can_implement
 // rejects for the instantiation's alignments, and operand pointers, leading dimensions or batch strides
 // that would make its vector copies misaligned (a fault on the GPU).
+//
+// The workspace: a single (unbatched) GEMM asks for 256 bytes per 128x128 output tile (CUTLASS's
+// stream-K sizes it from the GPU; any non-zero size exercises the same path: the model sizes it at
+// create time through accelc_gemm_<key>_workspace) and refuses to run without it.
 #pragma once
 #include <cmath>
 
@@ -42,10 +46,20 @@ inline bool misaligned(const void* p, long long ld, long long batch_stride, int 
   return (reinterpret_cast<uintptr_t>(p) % bytes) != 0 || ld % align != 0 || batch_stride % align != 0;
 }
 
+inline size_t gemm_workspace(const AccelcGemmArgs& p) {
+  return p.batch > 1 ? 0 : size_t(256) * size_t((p.m + 127) / 128) * size_t((p.n + 127) / 128);
+}
+
 template <typename TA, bool ColA, typename TB, bool ColB, typename TC, Act A, int AlignA, int AlignB, int AlignC,
           bool TF32>
 cudaError_t gemm(const AccelcGemmArgs& p, const char* name) {
   const long long M = p.m, N = p.n, K = p.k;
+  const size_t need = gemm_workspace(p);
+  if (need > p.workspace_bytes || (need && !p.workspace)) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: needs %zu bytes of workspace, got %zu at %p", name, need,
+                  p.workspace_bytes, p.workspace);
+    return cudaErrorInvalidValue;
+  }
   // CUTLASS 2.x GemmUniversal::can_implement: the contiguous extent of each operand divides its alignment
   if ((ColA ? M : K) % AlignA || (ColB ? K : N) % AlignB || N % AlignC) {
     std::snprintf(g_message, sizeof g_message, "GEMM %s: extents m=%lld n=%lld k=%lld do not fit its alignments "

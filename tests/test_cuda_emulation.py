@@ -528,3 +528,46 @@ def test_a_broken_tensor_core_attention_is_caught(mutation, build_cache):
     got = _run_generated(gen, g, build_cache, feeds)[g.outputs[0]]
     want = evaluate(g, feeds)[g.outputs[0]]
     assert not np.allclose(got, want, atol=2e-2)
+
+
+def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
+    """The attention's output, read only by the (bf16) output projection, is stored in bf16 by the
+    attention kernel itself: one conversion kernel fewer, and exactly the same results as converting."""
+    from accelc.backends.cuda import codegen
+    g = encoder(batch=2, seq=19, compute=BF16)
+    feeds = _feeds(g)
+    narrowed = _generate(g)
+    assert narrowed.narrowed == 1
+    src = narrowed.files["accelc_model.cu"]
+    kernel = src[src.index("__global__", src.index("Attention '")):]
+    assert kernel[:kernel.index("{")].endswith("__nv_bfloat16* __restrict__ out) ")
+    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph: (graph, 0))
+    plain = _generate(g)
+    assert plain.narrowed == 0 and plain.kernels == narrowed.kernels + 1
+    out = g.outputs[0]
+    got = _run_generated(narrowed, g, build_cache, feeds)[out]
+    want = _run_generated(plain, g, build_cache, feeds)[out]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_operands_with_other_readers_are_not_narrowed():
+    """A value some fp32 reader (the residual, a graph output, an fp32 GEMM) also reads keeps fp32."""
+    from accelc.backends.cuda.narrow import narrow_gemm_operands
+    from accelc.ir import Graph, TensorType
+    from accelc.ir.ops.fused import FusedGemmAttrs
+    g = Graph("mixed")
+    x = g.add_input("x", TensorType(DType.float32, (4, 32)))
+    (r,) = g.add_node("Relu", [x])
+    (t,) = g.add_node("Tanh", [x])
+    (s,) = g.add_node("Sigmoid", [x])
+    w = g.add_constant(np.ones((32, 32), np.float32))
+    (a,) = g.add_node("FusedGemm", [r, w], FusedGemmAttrs(compute=BF16))
+    (b,) = g.add_node("FusedGemm", [t, w, "", r], FusedGemmAttrs(compute=BF16))   # r is b's residual too
+    (c,) = g.add_node("FusedGemm", [s, w], FusedGemmAttrs(compute=DType.float32))
+    (d,) = g.add_node("FusedGemm", [s, w], FusedGemmAttrs(compute=BF16))
+    g.outputs = [a, b, c, d, t]
+    out, n = narrow_gemm_operands(g)
+    assert n == 0 and all(out.types[v].dtype == DType.float32 for v in (r, t, s))
+    g.outputs = [a, b, c, d]
+    out, n = narrow_gemm_operands(g)
+    assert n == 1 and out.types[t].dtype == BF16 and g.types[t].dtype == DType.float32

@@ -106,10 +106,11 @@ class LowerCtx:
 
     def alias(self, out: str, src: str, offset: int = 0) -> bool:
         """Makes ``out`` share ``src``'s bytes, starting ``offset`` elements into them (a contiguous slab).
-        False for graph outputs (they own their buffer) and for offsets that would break the 64-byte
-        alignment every buffer has (vectorised loads and CUTLASS's 16-byte copies rely on it)."""
+        False for graph outputs (they own their buffer), for offsets that would break the 64-byte
+        alignment every buffer has (vectorised loads and CUTLASS's 16-byte copies rely on it) and when the
+        two are stored in different types."""
         nbytes = int(offset) * self.dtype(src).itemsize
-        if out in self.graph.outputs or nbytes % ALIGN:
+        if out in self.graph.outputs or nbytes % ALIGN or self.dtype(out) != self.dtype(src):
             return False
         self.ptr(src)
         self.aliases[out] = src

@@ -1,0 +1,76 @@
+"""Backend-local: tensors that only 16-bit GEMMs read are stored in the 16-bit type by their producer.
+
+A ``FusedGemm`` with ``compute=bf16`` (or fp16) rounds an fp32 operand to that type before multiplying; the
+CUDA lowering does it with a conversion kernel that writes a 16-bit copy of the operand. When every reader
+of the operand is such a GEMM (possibly through Reshape/Flatten/Squeeze/Unsqueeze/Transpose), the producer
+can store the rounded values itself: its kernels compute in fp32 and round once on store, which gives the
+same bits as the conversion kernel did. The conversion kernel disappears and the tensor takes half the
+memory traffic. In an encoder this is the attention's output, read only by the output projection.
+
+Only producers whose lowering computes in fp32 and converts on store are narrowed: the fused attention,
+elementwise kernels, LayerNorm and Softmax. A GEMM producer is not: its epilogue would read the bias in the
+16-bit type too, which changes the numbers. Graph inputs and outputs keep their types.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...ir import DType, Graph, Node
+from ...ir.ops.elementwise import ELEMENTWISE_OPS
+from .attention_pattern import ATTENTION_OP, LOW
+
+_PRODUCERS = {ATTENTION_OP, "FusedElementwise", "LayerNormalization", "Softmax"} | set(ELEMENTWISE_OPS)
+_VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+
+
+def _gemm_operand_dtype(node: Node, index: int) -> DType | None:
+    """The 16-bit type ``node`` rounds its input ``index`` to, or None when it reads it otherwise."""
+    if node.op != "FusedGemm" or index not in (0, 1) or node.attrs.compute not in LOW:
+        return None
+    return node.attrs.compute
+
+
+def _narrow_to(graph: Graph, value: str, users) -> tuple[DType, list[str]] | None:
+    """(16-bit type, values to retype) when every reader of ``value``, through views, rounds it to one
+    16-bit type; None otherwise."""
+    chain, found, todo = [value], set(), [value]
+    while todo:
+        v = todo.pop()
+        if v in graph.outputs or not users.get(v):
+            return None
+        for node in users[v]:
+            if node.op in _VIEWS and node.inputs[0] == v and v not in node.inputs[1:]:
+                out = node.outputs[0]
+                chain.append(out)
+                todo.append(out)
+                continue
+            dtypes = {_gemm_operand_dtype(node, i) for i, x in enumerate(node.inputs) if x == v}
+            if None in dtypes or len(dtypes) != 1:
+                return None
+            found |= dtypes
+    return (found.pop(), chain) if len(found) == 1 else None
+
+
+def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
+    """Returns the graph with the narrowable tensors retyped, and how many producers were narrowed."""
+    users = graph.consumers()
+    types = dict(graph.types)
+    narrowed = 0
+    for node in graph.nodes:
+        if node.op not in _PRODUCERS or not node.outputs:
+            continue
+        out = node.outputs[0]
+        if types[out].dtype != DType.float32:
+            continue
+        found = _narrow_to(graph, out, users)
+        if found is None:
+            continue
+        dtype, chain = found
+        for v in chain:
+            types[v] = replace(types[v], dtype=dtype)
+        narrowed += 1
+    if not narrowed:
+        return graph, 0
+    g = graph.copy()
+    g.types = types
+    return g, narrowed

@@ -532,18 +532,20 @@ def test_a_broken_tensor_core_attention_is_caught(mutation, build_cache):
 
 def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
     """The attention's output, read only by the (bf16) output projection, is stored in bf16 by the
-    attention kernel itself: one conversion kernel fewer, and exactly the same results as converting."""
+    attention kernel itself, and the first LayerNorm, read by the FFN's GEMM and as its residual, stores
+    a bf16 copy next to its fp32 output: two conversion kernels fewer, and exactly the same results."""
     from accelc.backends.cuda import codegen
     g = encoder(batch=2, seq=19, compute=BF16)
     feeds = _feeds(g)
     narrowed = _generate(g)
-    assert narrowed.narrowed == 1
+    assert narrowed.narrowed == 2
     src = narrowed.files["accelc_model.cu"]
+    assert src.count("out_low[base + j] = accelc::from_f32<__nv_bfloat16>(y);") == 1
     kernel = src[src.index("__global__", src.index("Attention '")):]
     assert kernel[:kernel.index("{")].endswith("__nv_bfloat16* __restrict__ out) ")
     monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph: (graph, 0))
     plain = _generate(g)
-    assert plain.narrowed == 0 and plain.kernels == narrowed.kernels + 1
+    assert plain.narrowed == 0 and plain.kernels == narrowed.kernels + 2
     out = g.outputs[0]
     got = _run_generated(narrowed, g, build_cache, feeds)[out]
     want = _run_generated(plain, g, build_cache, feeds)[out]
@@ -571,3 +573,4 @@ def test_operands_with_other_readers_are_not_narrowed():
     g.outputs = [a, b, c, d]
     out, n = narrow_gemm_operands(g)
     assert n == 1 and out.types[t].dtype == BF16 and g.types[t].dtype == DType.float32
+

@@ -199,11 +199,12 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
 
 
 # ---- LayerNormalization / InstanceNormalization ----------------------------------------------------------
+# backend-local (narrow.py): a LayerNormalization whose outputs are (y, y in a 16-bit type)
+LAYERNORM_TWICE = "accelc_cuda.LayerNormalizationTwice"
+
 def _check_layernorm(graph: Graph, node: Node) -> str | None:
     if graph.types[node.inputs[0]].dtype not in FLOATS:
         return f"{node.op} needs a float input"
-    if len([o for o in node.outputs if o]) > 1 and any(graph.types.get(o) for o in node.outputs[1:]):
-        pass
     for i in node.inputs[1:]:
         if i and i not in graph.constants:
             shape = graph.types[node.inputs[0]].shape
@@ -214,9 +215,11 @@ def _check_layernorm(graph: Graph, node: Node) -> str | None:
     return None
 
 
-def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_row: bool) -> None:
+def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_row: bool,
+               low: str | None = None) -> None:
     """y = (x - mean) / sqrt(var + eps) * scale + bias over rows of length r; scale/bias indexed per
-    column (LayerNorm) or per row modulo ``channels`` (InstanceNorm). Two-pass mean/variance in fp32."""
+    column (LayerNorm) or per row modulo ``channels`` (InstanceNorm). Two-pass mean/variance in fp32.
+    ``low``: a second output that receives y in its own (16-bit) type as well."""
     x, out = node.inputs[0], node.outputs[0]
     dt, odt = ctx.dtype(x), ctx.dtype(out)
     scale = node.inputs[1]
@@ -244,6 +247,8 @@ def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_
     if bp:
         params.append(f"const {storage(bp[1])}* __restrict__ bias")
     params.append(f"{storage(odt)}* __restrict__ out")
+    if low:
+        params.append(f"{storage(ctx.dtype(low))}* __restrict__ out_low")
     with k.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
         k.line("__shared__ float red[32];")
         k.line(f"const long long base = (long long)blockIdx.x * {r};")
@@ -260,18 +265,21 @@ def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_
             y = f"({load_expr(dt, 'in[base + j]')} - mean) * rstd * {load_expr(sp[1], f'scale[{pi}]')}"
             if bp:
                 y += f" + {load_expr(bp[1], f'bias[{pi}]')}"
-            k.line(f"out[base + j] = {store_expr(odt, y)};")
+            k.line(f"const float y = {y};")
+            k.line(f"out[base + j] = {store_expr(odt, 'y')};")
+            if low:
+                k.line(f"out_low[base + j] = {store_expr(ctx.dtype(low), 'y')};")
     k.blank()
-    args = [ctx.ptr(x), sp[0]] + ([bp[0]] if bp else []) + [ctx.ptr(out)]
+    args = [ctx.ptr(x), sp[0]] + ([bp[0]] if bp else []) + [ctx.ptr(out)] + ([ctx.ptr(low)] if low else [])
     ctx.launch(name, str(rows), str(threads), args)
 
 
-@lowering("LayerNormalization", check=_check_layernorm)
+@lowering("LayerNormalization", LAYERNORM_TWICE, check=_check_layernorm)
 def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
     shape = ctx.shape(node.inputs[0])
     axis = node.attrs.axis % len(shape)
     outer, r, _ = _rows(shape, axis, len(shape) - 1)
-    _emit_norm(ctx, node, outer, r, 1, False)
+    _emit_norm(ctx, node, outer, r, 1, False, node.outputs[1] if node.op == LAYERNORM_TWICE else None)
 
 
 @lowering("InstanceNormalization", check=_check_layernorm)

@@ -7,6 +7,10 @@ can store the rounded values itself: its kernels compute in fp32 and round once 
 same bits as the conversion kernel did. The conversion kernel disappears and the tensor takes half the
 memory traffic. In an encoder this is the attention's output, read only by the output projection.
 
+A LayerNorm whose output is also read in fp32 (an encoder's residual) becomes
+``accelc_cuda.LayerNormalizationTwice``, which stores y twice: in fp32 for those readers and in the
+16-bit type for the GEMMs that read it directly.
+
 Only producers whose lowering computes in fp32 and converts on store are narrowed: the fused attention,
 elementwise kernels, LayerNorm and Softmax. A GEMM producer is not: its epilogue would read the bias in the
 16-bit type too, which changes the numbers. Graph inputs and outputs keep their types.
@@ -18,6 +22,7 @@ from dataclasses import replace
 from ...ir import DType, Graph, Node
 from ...ir.ops.elementwise import ELEMENTWISE_OPS
 from .attention_pattern import ATTENTION_OP, LOW
+from .codegen_reduce import LAYERNORM_TWICE
 
 _PRODUCERS = {ATTENTION_OP, "FusedElementwise", "LayerNormalization", "Softmax"} | set(ELEMENTWISE_OPS)
 _VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
@@ -51,12 +56,32 @@ def _narrow_to(graph: Graph, value: str, users) -> tuple[DType, list[str]] | Non
     return (found.pop(), chain) if len(found) == 1 else None
 
 
+def _twice(graph: Graph, node: Node, users, types) -> tuple[Node, dict[str, str]] | None:
+    """A LayerNorm whose y some 16-bit GEMMs read directly (of one type) and others in fp32: the node
+    storing y twice, and {id of each such GEMM node: the 16-bit value it reads instead}."""
+    y = node.outputs[0]
+    if node.op != "LayerNormalization" or any(node.outputs[1:]) or types[y].dtype != DType.float32:
+        return None
+    gemms = [n for n in users.get(y, []) if n.inputs[0] == y and y not in n.inputs[1:]
+             and _gemm_operand_dtype(n, 0) is not None]
+    dtypes = {n.attrs.compute for n in gemms}
+    if len(dtypes) != 1:
+        return None
+    low = f"{y}__{dtypes.pop().short}"
+    if low in types:
+        return None
+    types[low] = replace(types[y], dtype=gemms[0].attrs.compute)
+    return Node(LAYERNORM_TWICE, tuple(node.inputs), (y, low), node.attrs, node.name), {id(n): low for n in gemms}
+
+
 def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
-    """Returns the graph with the narrowable tensors retyped, and how many producers were narrowed."""
+    """Returns the graph with the narrowable tensors retyped (or stored twice), and how many producers
+    were changed."""
     users = graph.consumers()
     types = dict(graph.types)
-    narrowed = 0
-    for node in graph.nodes:
+    replaced: dict[int, Node] = {}
+    rewired: dict[int, str] = {}
+    for i, node in enumerate(graph.nodes):
         if node.op not in _PRODUCERS or not node.outputs:
             continue
         out = node.outputs[0]
@@ -64,13 +89,24 @@ def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
             continue
         found = _narrow_to(graph, out, users)
         if found is None:
+            twice = _twice(graph, node, users, types)
+            if twice is not None:
+                replaced[i], more = twice
+                rewired.update(more)
             continue
         dtype, chain = found
         for v in chain:
             types[v] = replace(types[v], dtype=dtype)
-        narrowed += 1
-    if not narrowed:
+        replaced[i] = node
+    if not replaced:
         return graph, 0
     g = graph.copy()
     g.types = types
-    return g, narrowed
+    nodes = []
+    for i, node in enumerate(graph.nodes):
+        if id(node) in rewired:
+            node = replace(node, inputs=(rewired[id(node)],) + tuple(node.inputs[1:]))
+        node = replaced.get(i, node)
+        nodes.append(node)
+    g.nodes = nodes
+    return g, len(replaced)

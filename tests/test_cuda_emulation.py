@@ -574,3 +574,22 @@ def test_operands_with_other_readers_are_not_narrowed():
     out, n = narrow_gemm_operands(g)
     assert n == 1 and out.types[t].dtype == BF16 and g.types[t].dtype == DType.float32
 
+
+
+def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, monkeypatch):
+    """In an exported nn.TransformerEncoder the next layer's QKV projection reads the LayerNorm through a
+    Transpose: the bf16 copy gets its own Transpose view. Per layer the attention and both LayerNorms
+    (but not the last, a graph output) lose their conversion kernel; the outputs are the same bits."""
+    pytest.importorskip("torch")
+    import accelc
+    from accelc.backends.cuda import codegen
+    from test_backend_cuda import _load_exporter
+    path = tmp_path / "enc.onnx"
+    _load_exporter().export_encoder(path, layers=2, hidden=64, heads=4, ffn=128, seq=24, batch=1)
+    x = np.random.default_rng(3).standard_normal((1, 24, 64)).astype(np.float32)
+    narrowed = accelc.compile(str(path), "h200", dtype="bf16", emulate=True, cache_dir=build_cache)
+    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph: (graph, 0))
+    plain = accelc.compile(str(path), "h200", dtype="bf16", emulate=True, cache_dir=build_cache)
+    nb, pb = narrowed.manifest["backend"], plain.manifest["backend"]
+    assert nb["narrowed_operands"] == 5 and pb["kernels"] == nb["kernels"] + 5
+    np.testing.assert_array_equal(narrowed.run({"x": x})["y"], plain.run({"x": x})["y"])

@@ -53,6 +53,32 @@ def _mask_strides(ctx: LowerCtx, node: Node) -> tuple[int, int, int, int] | None
     return mv[0], mv[1] if a.rank == 4 else 0, mv[-2], mv[-1]
 
 
+def _params(ctx: LowerCtx, node: Node) -> list[str]:
+    """The kernel's parameters: q, k, v, the mask if any, out."""
+    ins = list(node.inputs[:4 if node.attrs.has_mask else 3])
+    params = [f"const {storage(ctx.dtype(v))}* __restrict__ {n}" for v, n in zip(ins, ("q", "k", "v", "mask"))]
+    return params + [f"{storage(ctx.dtype(node.outputs[0]))}* __restrict__ out"]
+
+
+def _mask_score(em, ctx: LowerCtx, mask: str | None, m_k: int, sk: int, col: str, slot: str) -> None:
+    """Adds the mask to score ``s`` of key ``k0 + col``, sets keys past the end to -inf, keeps the score in
+    ``s_loc[slot]`` and folds it into the thread's ``tile_max``."""
+    if mask:
+        msrc = f"mask[mbase + (long long)(k0 + {col}) * {m_k}]"
+        em.line(f"if (k0 + {col} < {sk}) s += {load_expr(ctx.dtype(mask), msrc)};")
+    em.line(f"if (k0 + {col} >= {sk}) s = -CUDART_INF_F;")
+    em.line(f"s_loc[{slot}] = s; tile_max = fmaxf(tile_max, s);")
+
+
+def _running_max(em, lane_masks) -> None:
+    """The row's tile maximum over the lanes that share the row, the new running max ``m_new`` and the
+    factor ``corr`` that rescales what was summed under the old one."""
+    for lm in lane_masks:
+        em.line(f"tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, {lm}));")
+    em.line("const float m_new = fmaxf(m, tile_max);")
+    em.line("const float corr = m_new == -CUDART_INF_F ? 1.0f : __expf(m - m_new);")
+
+
 @lowering(ATTENTION_OP)
 def lower_attention(ctx: LowerCtx, node: Node) -> None:
     a = node.attrs
@@ -71,6 +97,7 @@ def _lower_simt(ctx: LowerCtx, node: Node) -> None:
     out = node.outputs[0]
     D, DV, Sq, Sk, H = a.d, a.dv, a.sq, a.sk, a.heads
     BH = a.batch * a.heads
+    m_k = 0
     if mask is not None:
         m_b, m_h, m_q, m_k = _mask_strides(ctx, node)
     dq, dk, dv, do = ctx.dtype(q), ctx.dtype(k), ctx.dtype(v), ctx.dtype(out)
@@ -80,11 +107,7 @@ def _lower_simt(ctx: LowerCtx, node: Node) -> None:
     em.comment(f"Attention '{node.name}': softmax(Q K^T * {a.scale:g}{' + mask' if mask else ''}) V, "
                f"[{a.batch} x {a.heads}] heads x {Sq} queries x {Sk} keys x {D}/{DV} dims, online softmax in fp32; "
                f"Q, K, V read and the output written through strides")
-    params = [f"const {storage(dq)}* __restrict__ q", f"const {storage(dk)}* __restrict__ k",
-              f"const {storage(dv)}* __restrict__ v"]
-    if mask:
-        params.append(f"const {storage(ctx.dtype(mask))}* __restrict__ mask")
-    params.append(f"{storage(do)}* __restrict__ out")
+    params = _params(ctx, node)
     with em.block(f"__global__ void __launch_bounds__({THREADS}) {name}({', '.join(params)})"):
         em.line(f"__shared__ float sq[{BQ}][{D}];")
         em.line(f"__shared__ float sk[{BK}][{D + 1}];")
@@ -124,15 +147,8 @@ def _lower_simt(ctx: LowerCtx, node: Node) -> None:
                 em.line("#pragma unroll 8")
                 em.line(f"for (int d = 0; d < {D}; ++d) s += sq[row][d] * sk[kk][d];")
                 em.line(f"s *= {c_float(a.scale)};")
-                if mask:
-                    msrc = f"mask[mbase + (long long)(k0 + kk) * {m_k}]"
-                    em.line(f"if (k0 + kk < {Sk}) s += {load_expr(ctx.dtype(mask), msrc)};")
-                em.line(f"if (k0 + kk >= {Sk}) s = -CUDART_INF_F;")
-                em.line("s_loc[j] = s; tile_max = fmaxf(tile_max, s);")
-            em.line("tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));")
-            em.line("tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));")
-            em.line("const float m_new = fmaxf(m, tile_max);")
-            em.line("const float corr = m_new == -CUDART_INF_F ? 1.0f : __expf(m - m_new);")
+                _mask_score(em, ctx, mask, m_k, Sk, "kk", "j")
+            _running_max(em, (1, 2))
             em.line("float sum = 0.0f;")
             em.line("#pragma unroll")
             with em.block(f"for (int j = 0; j < {BK // 4}; ++j)"):
@@ -240,11 +256,7 @@ def _lower_tensor_core(ctx: LowerCtx, node: Node, t: TensorCoreTiles) -> None:
                f"[{a.batch} x {a.heads}] heads x {Sq} queries x {Sk} keys x {D}/{DV} dims on tensor cores "
                f"({a.tensor_core.short} products, fp32 accumulate and online softmax); {BQt} query rows "
                f"({t.warps} warps) x {BKt} keys per tile; Q, K, V read and the output written through strides")
-    params = [f"const {storage(dq)}* __restrict__ q", f"const {storage(dk)}* __restrict__ k",
-              f"const {storage(dv)}* __restrict__ v"]
-    if mask:
-        params.append(f"const {storage(ctx.dtype(mask))}* __restrict__ mask")
-    params.append(f"{storage(do)}* __restrict__ out")
+    params = _params(ctx, node)
     low = f"accelc::from_f32<{T}>"
     with em.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
         em.line(f"__shared__ __align__(128) unsigned char smem[{t.shared_bytes}];")
@@ -269,6 +281,7 @@ def _lower_tensor_core(ctx: LowerCtx, node: Node, t: TensorCoreTiles) -> None:
                 f"{wm}::load_matrix_sync(qa[kk], sq + warp * {16 * t.ldq} + kk * 16, {t.ldq});")
         em.line("__syncthreads();   // every warp holds its Q before the bytes become the accumulator")
         em.line(f"for (int t = threadIdx.x; t < {BQt * t.ldo}; t += {threads}) so[t] = 0.0f;")
+        m_k = 0
         if mask:
             m_b, m_h, m_q, m_k = _mask_strides(ctx, node)
             em.line(f"const long long mbase = (long long)b * {m_b} + (long long)h * {m_h} "
@@ -302,14 +315,8 @@ def _lower_tensor_core(ctx: LowerCtx, node: Node, t: TensorCoreTiles) -> None:
             with em.block(f"for (int i = 0; i < {half}; ++i)"):
                 em.line(f"const int c = half * {half} + i;")
                 em.line(f"float s = ss[row * {t.lds} + c] * {c_float(a.scale)};")
-                if mask:
-                    msrc = f"mask[mbase + (long long)(k0 + c) * {m_k}]"
-                    em.line(f"if (k0 + c < {Sk}) s += {load_expr(ctx.dtype(mask), msrc)};")
-                em.line(f"if (k0 + c >= {Sk}) s = -CUDART_INF_F;")
-                em.line("s_loc[i] = s; tile_max = fmaxf(tile_max, s);")
-            em.line("tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));")
-            em.line("const float m_new = fmaxf(m, tile_max);")
-            em.line("const float corr = m_new == -CUDART_INF_F ? 1.0f : __expf(m - m_new);")
+                _mask_score(em, ctx, mask, m_k, Sk, "c", "i")
+            _running_max(em, (1,))
             em.line("float sum = 0.0f;")
             em.line("#pragma unroll")
             with em.block(f"for (int i = 0; i < {half}; ++i)"):

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...ir import DType, Graph, Node
+from ...passes import eliminate_dead_code
+from ...passes.manager import PassContext
 from ...ir.ops.elementwise import ELEMENTWISE_OPS
 from .attention_pattern import ATTENTION_OP, LOW
 from .codegen_reduce import LAYERNORM_TWICE
@@ -56,22 +58,45 @@ def _narrow_to(graph: Graph, value: str, users) -> tuple[DType, list[str]] | Non
     return (found.pop(), chain) if len(found) == 1 else None
 
 
-def _twice(graph: Graph, node: Node, users, types) -> tuple[Node, dict[str, str]] | None:
-    """A LayerNorm whose y some 16-bit GEMMs read directly (of one type) and others in fp32: the node
-    storing y twice, and {id of each such GEMM node: the 16-bit value it reads instead}."""
+def _twice(graph: Graph, node: Node, users, types):
+    """For a LayerNorm whose y some 16-bit GEMMs (of one type) read as their A operand, directly or through
+    views, while others read it in fp32: (the node storing y twice, {id of each such GEMM: the 16-bit
+    value it reads instead}, {id of a view node: its copy over the 16-bit values}); else None."""
     y = node.outputs[0]
     if node.op != "LayerNormalization" or any(node.outputs[1:]) or types[y].dtype != DType.float32:
         return None
-    gemms = [n for n in users.get(y, []) if n.inputs[0] == y and y not in n.inputs[1:]
-             and _gemm_operand_dtype(n, 0) is not None]
-    dtypes = {n.attrs.compute for n in gemms}
+    reached: list[tuple[Node, tuple[Node, ...]]] = []      # (GEMM, the views between y and it)
+
+    def walk(v: str, path: tuple[Node, ...]) -> None:
+        for n in users.get(v, []):
+            if n.op in _VIEWS and n.inputs[0] == v and v not in n.inputs[1:] and n.outputs[0] not in graph.outputs:
+                walk(n.outputs[0], path + (n,))
+            elif n.inputs[0] == v and v not in n.inputs[1:] and _gemm_operand_dtype(n, 0) is not None:
+                reached.append((n, path))
+    walk(y, ())
+    dtypes = {n.attrs.compute for n, _ in reached}
     if len(dtypes) != 1:
         return None
-    low = f"{y}__{dtypes.pop().short}"
-    if low in types:
+    dtype = dtypes.pop()
+
+    def low_name(v: str) -> str:
+        return f"{v}__{dtype.short}"
+    if any(low_name(v) in types for v in [y] + [p.outputs[0] for _, path in reached for p in path]):
         return None
-    types[low] = replace(types[y], dtype=gemms[0].attrs.compute)
-    return Node(LAYERNORM_TWICE, tuple(node.inputs), (y, low), node.attrs, node.name), {id(n): low for n in gemms}
+    types[low_name(y)] = replace(types[y], dtype=dtype)
+    copies: dict[int, Node] = {}
+    rewired: dict[int, str] = {}
+    for gemm, path in reached:
+        src = low_name(y)
+        for view in path:
+            out = low_name(view.outputs[0])
+            if id(view) not in copies:
+                types[out] = replace(types[view.outputs[0]], dtype=dtype)
+                copies[id(view)] = replace(view, inputs=(src,) + tuple(view.inputs[1:]), outputs=(out,),
+                                           name=f"{view.name}__{dtype.short}")
+            src = out
+        rewired[id(gemm)] = src
+    return Node(LAYERNORM_TWICE, tuple(node.inputs), (y, low_name(y)), node.attrs, node.name), rewired, copies
 
 
 def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
@@ -81,6 +106,7 @@ def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
     types = dict(graph.types)
     replaced: dict[int, Node] = {}
     rewired: dict[int, str] = {}
+    copies: dict[int, Node] = {}
     for i, node in enumerate(graph.nodes):
         if node.op not in _PRODUCERS or not node.outputs:
             continue
@@ -91,8 +117,9 @@ def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
         if found is None:
             twice = _twice(graph, node, users, types)
             if twice is not None:
-                replaced[i], more = twice
+                replaced[i], more, views = twice
                 rewired.update(more)
+                copies.update(views)
             continue
         dtype, chain = found
         for v in chain:
@@ -106,7 +133,10 @@ def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
     for i, node in enumerate(graph.nodes):
         if id(node) in rewired:
             node = replace(node, inputs=(rewired[id(node)],) + tuple(node.inputs[1:]))
-        node = replaced.get(i, node)
-        nodes.append(node)
+        nodes.append(replaced.get(i, node))
+        if id(graph.nodes[i]) in copies:
+            nodes.append(copies[id(graph.nodes[i])])
     g.nodes = nodes
+    if copies:        # views only the rewired GEMMs read are dead now
+        g = eliminate_dead_code.PASS(g, PassContext()).graph
     return g, len(replaced)

@@ -52,6 +52,14 @@ def compiler_version() -> str:
     return out.splitlines()[0] if out else CXX
 
 
+def store(path: Path, data: bytes) -> None:
+    """Writes a cache entry atomically (a concurrent reader sees the old file or the whole new one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def kernel_library_sources() -> list[Path]:
     return sorted(KERNELS.glob("*.cpp")) + [RUNTIME_SRC / "accelc_ops.cpp"]
 
@@ -143,10 +151,7 @@ class Builder:
             src_dir.mkdir(parents=True, exist_ok=True)
             for name, text in (("accelc_model_config.h", config_h), ("accelc_tuning.h", tuning_h),
                                ("model.cpp", model_cpp)):
-                fd, tmp = tempfile.mkstemp(dir=src_dir)
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                os.replace(tmp, src_dir / name)
+                store(src_dir / name, text.encode())
         includes = [RUNTIME_SRC, KERNELS, src_dir]
         jobs: list[CompileJob] = []
         for v in variants:

@@ -92,7 +92,8 @@ class WeightsBuilder:
 
 
 def weights_checksum(data: bytes) -> int:
-    """Checksum of weights.bin, the same function as runtime_src/accelc_abi.cpp's weights_checksum():
+    """Checksum of weights.bin, the same function as weights_checksum() in
+    runtime_src/accelc_weights_checksum.h (which every ABI checks at create):
     sum over the little-endian 64-bit words w_i (the last one zero-padded) of (w_i ^ i*K1) * K2, mod 2^64,
     xor the length. Computed in chunks, without copying the weights."""
     n = len(data)

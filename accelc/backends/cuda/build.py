@@ -23,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...errors import BuildError
-from ..cpu_amx.build import default_cache_dir
+from ..cpu_amx.build import RUNTIME_SRC, default_cache_dir, store
 from .arch import Arch
 
 KERNELS_DIR = Path(__file__).parent / "kernels"
+SHARED_HEADERS = (RUNTIME_SRC / "accelc_weights_checksum.h",)   # the CPU ABI's, included by accelc_abi_common.h
 BASE_FLAGS = ("-std=c++17", "-O3", "--threads", "1", "-Xcompiler", "-fPIC,-fvisibility=hidden",
               "--expt-relaxed-constexpr", "-DNDEBUG", "-w")
 
@@ -73,7 +74,7 @@ def _nvcc_version(nvcc: str) -> str:
 
 def _headers_digest(cutlass: Path) -> str:
     h = hashlib.sha256()
-    for p in sorted(KERNELS_DIR.iterdir()):
+    for p in [*sorted(KERNELS_DIR.iterdir()), *SHARED_HEADERS]:
         if p.suffix in (".cuh", ".h", ".cu"):
             h.update(p.name.encode() + p.read_bytes())
     version = cutlass / "cutlass" / "version.h"
@@ -86,14 +87,6 @@ def run_tool(cmd: list[str], failure: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(f"{failure}:\n{_first_errors(proc.stderr)}")
-
-
-def store(path: Path, data: bytes) -> None:
-    """Writes a cache entry atomically (a concurrent reader sees the old file or the whole new one)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _first_errors(stderr: str, n: int = 12) -> str:
@@ -118,7 +111,7 @@ class CudaBuilder:
         self.stats = {"compiled": 0, "cached": 0, "seconds": 0.0}
 
     def _flags(self, with_cutlass: bool) -> list[str]:
-        flags = list(BASE_FLAGS) + list(self.arch.gencode) + ["-I", str(KERNELS_DIR)]
+        flags = list(BASE_FLAGS) + list(self.arch.gencode) + ["-I", str(KERNELS_DIR), "-I", str(RUNTIME_SRC)]
         if with_cutlass:
             flags += ["-I", str(self.cutlass)]
         return flags

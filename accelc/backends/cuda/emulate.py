@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from ...ir import DType
-from ..cpu_amx.build import CXX, _key, compiler_version, default_cache_dir
-from .build import KERNELS_DIR, run_tool, store
+from ..cpu_amx.build import CXX, RUNTIME_SRC, _key, compiler_version, default_cache_dir, store
+from .build import KERNELS_DIR, SHARED_HEADERS, run_tool
 from .codegen import Generated
 from .codegen_linalg import _CUTLASS_ACT, GemmInstance
 from .lowering import storage
@@ -44,8 +44,8 @@ def gemm_source(inst: GemmInstance) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _headers() -> bytes:
-    return b"".join(p.name.encode() + p.read_bytes() for d in (KERNELS_DIR, EMULATION_DIR)
-                    for p in sorted(d.iterdir()) if p.is_file())
+    files = [p for d in (KERNELS_DIR, EMULATION_DIR) for p in sorted(d.iterdir()) if p.is_file()]
+    return b"".join(p.name.encode() + p.read_bytes() for p in files + list(SHARED_HEADERS))
 
 
 def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
@@ -65,7 +65,7 @@ def build_emulated(gen: Generated, cache_dir: str | None) -> bytes:
         for name, text in {**sources, "accelc_model_config.h": config}.items():
             (Path(tmp) / name).write_text(text)
         out = Path(tmp) / "model.so"
-        run_tool([CXX, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", tmp,
+        run_tool([CXX, *FLAGS, "-I", str(EMULATION_DIR), "-I", str(KERNELS_DIR), "-I", str(RUNTIME_SRC), "-I", tmp,
                   str(Path(tmp) / "accelc_emulated.cpp"), "-o", str(out)], "building the CUDA emulation failed")
         data = out.read_bytes()
     store(lib, data)

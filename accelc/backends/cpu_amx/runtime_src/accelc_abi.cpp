@@ -19,6 +19,7 @@
 #include <new>
 
 #include "accelc_model_config.h"
+#include "accelc_weights_checksum.h"
 
 #define ACCELC_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -123,19 +124,6 @@ const Variant kVariants[] = {
 #undef ACCELC_VARIANT_ENTRY
 };
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
-
-// Same checksum as codegen's weights_checksum(): 64-bit little-endian words mixed with their position,
-// the trailing bytes zero-padded to one word, plus the length.
-uint64_t weights_checksum(const unsigned char* p, size_t n) {
-  uint64_t h = 0;
-  const size_t words = (n + 7) / 8;
-  for (size_t i = 0; i < words; ++i) {
-    uint64_t w = 0;
-    std::memcpy(&w, p + i * 8, i * 8 + 8 <= n ? 8 : n - i * 8);
-    h += (w ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull;
-  }
-  return h ^ uint64_t(n);
-}
 
 void* aligned_alloc_bytes(size_t n) {
   if (n == 0) n = 64;

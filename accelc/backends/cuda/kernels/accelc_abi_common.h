@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "accelc_weights_checksum.h"   // cpu_amx/runtime_src, shared with the CPU ABI
+
 struct accelc_model;   // each ABI defines its own
 
 namespace {
@@ -23,19 +25,6 @@ int fail(int code, const char* fmt, ...) {
   std::vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
   va_end(ap);
   return code;
-}
-
-// The same function as memory_plan.weights_checksum in Python: 64-bit little-endian words mixed with
-// their position.
-uint64_t weights_checksum(const unsigned char* p, size_t n) {
-  uint64_t h = 0;
-  const size_t words = (n + 7) / 8;
-  for (size_t i = 0; i < words; ++i) {
-    uint64_t w = 0;
-    std::memcpy(&w, p + i * 8, i * 8 + 8 <= n ? 8 : n - i * 8);
-    h += (w ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull;
-  }
-  return h ^ uint64_t(n);
 }
 
 // accelc_create's check of the weights it is given: 0, or the failure code with the message set.

@@ -25,11 +25,11 @@ from ...passes import eliminate_dead_code
 from ...passes.manager import PassContext
 from ..attention_match import AttentionMatch, find_attention, replace_nodes
 from ..cpu_amx.codegen_attention import _as4, dense_view, k_rows, output_layout, trace_view
+from .lowering import LOW
 
 ATTENTION_OP = "accelc_cuda.Attention"
 MAX_HEAD_DIM = 96            # keeps the fp32 kernel's static shared memory under 48 KiB
 MAX_TENSOR_CORE_HEAD_DIM = 128
-LOW = (DType.bfloat16, DType.float16)
 
 
 def tensor_core_dtype(compute: DType, pv_compute: DType, d: int, dv: int) -> DType | None:

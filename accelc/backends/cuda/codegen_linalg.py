@@ -35,7 +35,7 @@ from ...ir import DType, Graph, Node
 from ...ir.ops.fused import Activation, round_to
 from ..cpu_amx.emitter import c_float
 from .codegen_elementwise import Operand, View, broadcast_view, contiguous_strides, emit_map
-from .lowering import CUTLASS_ELEMENT, FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
+from .lowering import CUTLASS_ELEMENT, FLOATS, LOW, LowerCtx, load_expr, lowering, storage, store_expr
 
 _CUTLASS_ACT = {"none": "Identity", "relu": "ReLu", "gelu": "GELU", "gelu_tanh": "GELU_taylor",
                 "sigmoid": "Sigmoid", "tanh": "Tanh", "silu": "SiLu"}
@@ -101,9 +101,6 @@ def _align(values, itemsize: int, max_bytes: int = 16) -> int:
     return max(v, 1)
 
 
-LOW = (DType.bfloat16, DType.float16)
-
-
 def _rounding(dtype: DType):
     """A map body rounding an fp32 expression to ``dtype`` and back (SIMT operands of a 16-bit product)."""
     return lambda em, xs: f"accelc::to_f32(accelc::from_f32<{storage(dtype)}>({xs[0]}))"
@@ -121,6 +118,22 @@ def _operand_dtype(ctx: LowerCtx, a_dtype: DType, compute: DType) -> tuple[DType
 
 
 # ---- GEMM --------------------------------------------------------------------------------------------
+def _operand(ctx: LowerCtx, value: str, el: DType, rounded: DType | None, what: str, suffix: str) -> str:
+    """A pointer to ``value`` as GEMM operand type ``el``: the value itself when it is stored that way,
+    else a scratch copy written by a conversion kernel (values rounded to ``rounded`` first, when given:
+    the SIMT fallback of a 16-bit product)."""
+    if ctx.dtype(value) == el and rounded is None:
+        return ctx.ptr(value)
+    shape = ctx.shape(value)
+    ptr = ctx.scratch(ctx.numel(value) * el.itemsize, storage(el), f"{what} as {el.short}")
+    emit_map(ctx, out_ptr=ptr, out_dtype=el, out_shape=shape,
+             operands=[Operand(ctx.ptr(value), ctx.dtype(value), View(0, contiguous_strides(shape)))],
+             body=_rounding(rounded) if rounded is not None else (lambda em, xs: xs[0]),
+             comment=f"{what} {value} -> {el.short}" + (f" ({rounded.short}-rounded)" if rounded else ""),
+             suffix=suffix)
+    return ptr
+
+
 def _call_gemm(ctx: LowerCtx, node: Node, inst: GemmInstance, mnkb, a, b, c, d, alpha: float, beta: float) -> None:
     """One call of ``inst`` in forward(): extents (m, n, k, batch), operands as (pointer, leading dim,
     batch stride), with the model's GEMM workspace. The same call without its buffers is recorded for
@@ -243,32 +256,13 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
         al_a = al_b = 1
     round_low = g.compute in LOW and el == DType.float32      # SIMT fallback of a 16-bit product
 
-    # A: convert at run time when its dtype differs from the operand dtype
-    a_dtype = ctx.dtype(g.a)
-    if a_dtype == el and not round_low:
-        a_ptr = ctx.ptr(g.a)
-    else:
-        numel = ctx.numel(g.a)
-        a_ptr = ctx.scratch(numel * el.itemsize, storage(el), f"{label}: A as {el.short}")
-        shape = ctx.shape(g.a)
-        rnd = _rounding(g.compute) if round_low else (lambda em, xs: xs[0])
-        emit_map(ctx, out_ptr=a_ptr, out_dtype=el, out_shape=shape,
-                 operands=[Operand(ctx.ptr(g.a), a_dtype, View(0, contiguous_strides(shape)))], body=rnd,
-                 comment=f"{label}: operand A {g.a} -> {el.short}" +
-                 (f" ({g.compute.short}-rounded)" if round_low else ""),
-                 suffix="a")
+    # A and B: converted at run time when their dtype differs from the operand dtype
+    a_ptr = _operand(ctx, g.a, el, g.compute if round_low else None, f"{label}: operand A", "a")
     if b_host is not None:
         arr = (b_rounded if round_low else b_host).astype(el.np)
         b_ptr = ctx.weight(arr, storage(el))
-    elif ctx.dtype(g.b) == el and not round_low:
-        b_ptr = ctx.ptr(g.b)
     else:
-        shape = ctx.shape(g.b)
-        b_ptr = ctx.scratch(ctx.numel(g.b) * el.itemsize, storage(el), f"{label}: B as {el.short}")
-        rnd = _rounding(g.compute) if round_low else (lambda em, xs: xs[0])
-        emit_map(ctx, out_ptr=b_ptr, out_dtype=el, out_shape=shape,
-                 operands=[Operand(ctx.ptr(g.b), ctx.dtype(g.b), View(0, contiguous_strides(shape)))], body=rnd,
-                 comment=f"{label}: operand B {g.b} -> {el.short}", suffix="b")
+        b_ptr = _operand(ctx, g.b, el, g.compute if round_low else None, f"{label}: operand B", "b")
 
     # C operand: bias row (ldc 0), residual, or both summed by a map kernel
     out_shape = ctx.shape(out)

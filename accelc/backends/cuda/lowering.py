@@ -33,6 +33,7 @@ COMPUTE = {DType.float32: "float", DType.float16: "float", DType.bfloat16: "floa
            DType.int8: "int32_t", DType.uint8: "int32_t", DType.int16: "int32_t", DType.int32: "int32_t",
            DType.int64: "int64_t", DType.bool: "bool"}
 FLOATS = (DType.float32, DType.float16, DType.bfloat16, DType.float64)
+LOW = (DType.bfloat16, DType.float16)    # the 16-bit compute types (tensor cores)
 CUTLASS_ELEMENT = {DType.float32: "float", DType.float16: "cutlass::half_t", DType.bfloat16: "cutlass::bfloat16_t"}
 
 

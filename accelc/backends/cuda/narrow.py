@@ -23,8 +23,9 @@ from ...ir import DType, Graph, Node
 from ...passes import eliminate_dead_code
 from ...passes.manager import PassContext
 from ...ir.ops.elementwise import ELEMENTWISE_OPS
-from .attention_pattern import ATTENTION_OP, LOW
+from .attention_pattern import ATTENTION_OP
 from .codegen_reduce import LAYERNORM_TWICE
+from .lowering import LOW
 
 _PRODUCERS = {ATTENTION_OP, "FusedElementwise", "LayerNormalization", "Softmax"} | set(ELEMENTWISE_OPS)
 _VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
@@ -37,56 +38,52 @@ def _gemm_operand_dtype(node: Node, index: int) -> DType | None:
     return node.attrs.compute
 
 
-def _narrow_to(graph: Graph, value: str, users) -> tuple[DType, list[str]] | None:
-    """(16-bit type, values to retype) when every reader of ``value``, through views, rounds it to one
-    16-bit type; None otherwise."""
-    chain, found, todo = [value], set(), [value]
-    while todo:
-        v = todo.pop()
-        if v in graph.outputs or not users.get(v):
-            return None
-        for node in users[v]:
-            if node.op in _VIEWS and node.inputs[0] == v and v not in node.inputs[1:]:
-                out = node.outputs[0]
-                chain.append(out)
-                todo.append(out)
-                continue
-            dtypes = {_gemm_operand_dtype(node, i) for i, x in enumerate(node.inputs) if x == v}
-            if None in dtypes or len(dtypes) != 1:
-                return None
-            found |= dtypes
-    return (found.pop(), chain) if len(found) == 1 else None
-
-
-def _twice(graph: Graph, node: Node, users, types):
-    """For a LayerNorm whose y some 16-bit GEMMs (of one type) read as their A operand, directly or through
-    views, while others read it in fp32: (the node storing y twice, {id of each such GEMM: the 16-bit
-    value it reads instead}, {id of a view node: its copy over the 16-bit values}); else None."""
-    y = node.outputs[0]
-    if node.op != "LayerNormalization" or any(node.outputs[1:]) or types[y].dtype != DType.float32:
-        return None
-    reached: list[tuple[Node, tuple[Node, ...]]] = []      # (GEMM, the views between y and it)
+def _readers(graph: Graph, value: str, users) -> tuple[list[tuple[Node, tuple[Node, ...], DType]], bool]:
+    """Walks the readers of ``value`` through views: the 16-bit GEMMs that read it, each as (GEMM, the views
+    between, the type it rounds to), and whether anything else reads it (a graph output included)."""
+    gemms: list[tuple[Node, tuple[Node, ...], DType]] = []
+    other = value in graph.outputs
 
     def walk(v: str, path: tuple[Node, ...]) -> None:
+        nonlocal other
         for n in users.get(v, []):
-            if n.op in _VIEWS and n.inputs[0] == v and v not in n.inputs[1:] and n.outputs[0] not in graph.outputs:
-                walk(n.outputs[0], path + (n,))
-            elif n.inputs[0] == v and v not in n.inputs[1:] and _gemm_operand_dtype(n, 0) is not None:
-                reached.append((n, path))
-    walk(y, ())
-    dtypes = {n.attrs.compute for n, _ in reached}
+            if n.op in _VIEWS and n.inputs[0] == v and v not in n.inputs[1:]:
+                if n.outputs[0] in graph.outputs:
+                    other = True
+                else:
+                    walk(n.outputs[0], path + (n,))
+                continue
+            dtypes = {_gemm_operand_dtype(n, i) for i, x in enumerate(n.inputs) if x == v}
+            if None in dtypes or len(dtypes) != 1:
+                other = True
+            else:
+                gemms.append((n, path, dtypes.pop()))
+    walk(value, ())
+    return gemms, other
+
+
+def _twice(node: Node, gemms, types):
+    """For a LayerNorm whose y 16-bit GEMMs of one type read as their A operand (directly or through views)
+    while other readers need it in fp32: (the node storing y twice, {id of each such GEMM: the 16-bit value
+    it reads instead}, {id of a view node: its copy over the 16-bit values}); else None."""
+    y = node.outputs[0]
+    if node.op != "LayerNormalization" or any(node.outputs[1:]):
+        return None
+    reached = [(n, path, d) for n, path, d in gemms
+               if n.inputs[0] == (path[-1].outputs[0] if path else y) and n.inputs[0] not in n.inputs[1:]]
+    dtypes = {d for *_, d in reached}
     if len(dtypes) != 1:
         return None
     dtype = dtypes.pop()
 
     def low_name(v: str) -> str:
         return f"{v}__{dtype.short}"
-    if any(low_name(v) in types for v in [y] + [p.outputs[0] for _, path in reached for p in path]):
+    if any(low_name(v) in types for v in [y] + [p.outputs[0] for _, path, _ in reached for p in path]):
         return None
     types[low_name(y)] = replace(types[y], dtype=dtype)
     copies: dict[int, Node] = {}
     rewired: dict[int, str] = {}
-    for gemm, path in reached:
+    for gemm, path, _ in reached:
         src = low_name(y)
         for view in path:
             out = low_name(view.outputs[0])
@@ -104,39 +101,38 @@ def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
     were changed."""
     users = graph.consumers()
     types = dict(graph.types)
-    replaced: dict[int, Node] = {}
+    changed = 0
+    twice: dict[int, Node] = {}        # id of a LayerNorm -> the node storing y twice
     rewired: dict[int, str] = {}
     copies: dict[int, Node] = {}
-    for i, node in enumerate(graph.nodes):
-        if node.op not in _PRODUCERS or not node.outputs:
+    for node in graph.nodes:
+        if node.op not in _PRODUCERS or not node.outputs or types[node.outputs[0]].dtype != DType.float32:
             continue
-        out = node.outputs[0]
-        if types[out].dtype != DType.float32:
+        gemms, other = _readers(graph, node.outputs[0], users)
+        if gemms and not other and len({d for *_, d in gemms}) == 1:
+            for v in [node.outputs[0]] + [view.outputs[0] for _, path, _ in gemms for view in path]:
+                types[v] = replace(types[v], dtype=gemms[0][2])
+            changed += 1
             continue
-        found = _narrow_to(graph, out, users)
-        if found is None:
-            twice = _twice(graph, node, users, types)
-            if twice is not None:
-                replaced[i], more, views = twice
-                rewired.update(more)
-                copies.update(views)
-            continue
-        dtype, chain = found
-        for v in chain:
-            types[v] = replace(types[v], dtype=dtype)
-        replaced[i] = node
-    if not replaced:
+        found = _twice(node, gemms, types)
+        if found is not None:
+            twice[id(node)], more, views = found
+            rewired.update(more)
+            copies.update(views)
+            changed += 1
+    if not changed:
         return graph, 0
     g = graph.copy()
     g.types = types
     nodes = []
-    for i, node in enumerate(graph.nodes):
+    for node in graph.nodes:
+        new = twice.get(id(node), node)
         if id(node) in rewired:
-            node = replace(node, inputs=(rewired[id(node)],) + tuple(node.inputs[1:]))
-        nodes.append(replaced.get(i, node))
-        if id(graph.nodes[i]) in copies:
-            nodes.append(copies[id(graph.nodes[i])])
+            new = replace(node, inputs=(rewired[id(node)],) + tuple(node.inputs[1:]))
+        nodes.append(new)
+        if id(node) in copies:
+            nodes.append(copies[id(node)])
     g.nodes = nodes
     if copies:        # views only the rewired GEMMs read are dead now
         g = eliminate_dead_code.PASS(g, PassContext()).graph
-    return g, len(replaced)
+    return g, changed

@@ -314,6 +314,7 @@ struct Launch {
     s.fibers.resize(s.stacks.size());
     s.wait.resize(s.stacks.size());
     s.lane_values.resize(s.stacks.size());
+    s.wmma_slots.resize(3 * s.stacks.size());
     blockDim = block;
     gridDim = grid;
     struct Bound {        // the kernel and this launch's arguments, called by every thread

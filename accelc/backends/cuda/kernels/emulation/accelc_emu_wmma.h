@@ -106,7 +106,6 @@ inline void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matri
   using namespace accelc_emu;
   Scheduler& s = scheduler();
   const int me = s.current, base = me & ~31;
-  s.wmma_slots.resize(3 * s.threads);
   s.wmma_slots[3 * me + 0] = &a;
   s.wmma_slots[3 * me + 1] = &b;
   s.wmma_slots[3 * me + 2] = &c;

@@ -593,3 +593,97 @@ def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, m
     nb, pb = narrowed.manifest["backend"], plain.manifest["backend"]
     assert nb["narrowed_operands"] == 5 and pb["kernels"] == nb["kernels"] + 5
     np.testing.assert_array_equal(narrowed.run({"x": x})["y"], plain.run({"x": x})["y"])
+
+
+def norm_chains() -> "Graph":
+    """LayerNorms over elementwise results: a plain residual Add; an Add with a bias row that is also a
+    graph output; a pre-norm residual stream read again after its norm; a row too long to keep in
+    registers (4100 > 16 x 256); an fp16 product; and two that must stay apart: an operand broadcast across rows of
+    another shape, and a reader placed before the norm."""
+    from accelc.ir import Graph, TensorType
+    from test_backend_cuda import _attrs, _w
+    g = Graph("norm_chains")
+    x = g.add_input("x", TensorType(DType.float32, (3, 5, 96)))
+    r = g.add_input("r", TensorType(DType.float32, (3, 5, 96)))
+    m = g.add_input("m", TensorType(DType.float32, (3, 5, 1)))
+    z = g.add_input("z", TensorType(DType.float32, (2, 4100)))
+    s = g.add_input("s", TensorType(DType.float32, (1, 5, 1)))
+    p = g.add_input("p", TensorType(FP16, (4, 64)))
+
+    def ln(v, width=96, axis=-1):
+        return g.add_node("LayerNormalization", [v, g.add_constant(1 + _w(width)), g.add_constant(_w(width))],
+                          _attrs("LayerNormalization", axis=axis, epsilon=1e-5))[0]
+    (a,) = g.add_node("Add", [x, r])
+    n1 = ln(a)
+    (d,) = g.add_node("Add", [n1, g.add_constant(_w(1, 1, 96))])         # a bias row; d is an output too
+    n2 = ln(d)
+    (e,) = g.add_node("Add", [n2, x])
+    n3 = ln(e)
+    (f,) = g.add_node("Add", [e, n3])                                    # e is read after its norm
+    (c,) = g.add_node("Mul", [x, m])                                     # one value per row
+    n7 = ln(c)
+    (zz,) = g.add_node("Mul", [z, z])
+    n4 = ln(zz, 4100)
+    (pp,) = g.add_node("Mul", [p, p])                                    # an fp16 sum is rounded before the norm
+    n8 = ln(pp, 64)
+    (h,) = g.add_node("Add", [x, s])                                     # s: one value per position, not row
+    n5 = ln(h)
+    (k,) = g.add_node("Sub", [x, m])
+    (early,) = g.add_node("Relu", [k])                                   # reads k before the norm does
+    n6 = ln(k)
+    g.outputs = [d, f, n4, n5, n6, n7, n8, early]
+    return g
+
+
+def test_norm_prologues_give_the_same_bits(build_cache, monkeypatch):
+    """Each fusable (elementwise, LayerNorm) pair becomes one kernel whose results are the same bits as
+    the two kernels': full rows, bias rows, per-row values, a stored result and the long-row path."""
+    from accelc.backends.cuda import codegen
+    g = norm_chains()
+    feeds = _feeds(g)
+    fused = _generate(g)
+    assert fused.norm_prologues == 6
+    src = fused.files["accelc_model.cu"]
+    assert src.count("in registers") == 7 and "float v[2];" in src        # 96 = 64 threads x 2, guarded
+    assert "if (j < 96)" in src and "x_out[base + j]" in src and "in1[blockIdx.x]" in src
+    monkeypatch.setattr(codegen, "fuse_norm_prologues", lambda graph: (graph, 0))
+    plain = _generate(g)
+    assert plain.kernels == fused.kernels + 6
+    got = _run_generated(fused, g, build_cache, feeds)
+    want = _run_generated(plain, g, build_cache, feeds)
+    ref = evaluate(g, feeds)
+    for v in g.outputs:
+        np.testing.assert_array_equal(got[v], want[v])
+        tol = 1e-2 if got[v].dtype == np.float16 else 1e-4
+        np.testing.assert_allclose(got[v], ref[v], rtol=tol, atol=tol)
+
+
+def test_a_gemm_residual_moves_into_the_norm():
+    """An encoder's FusedGemm(bias, residual) -> LayerNorm loses its residual to the norm's prologue (no C
+    map kernel); one with an activation, or whose output something else reads, keeps it."""
+    from accelc.backends.cuda.fuse_norm import fuse_norm_prologues
+    from accelc.backends.cuda.codegen_reduce import NORM_PROLOGUE
+    g = encoder(batch=2, seq=7)
+    out, n = fuse_norm_prologues(g)
+    assert n == 2
+    gemms = [node for node in out.nodes if node.op == "FusedGemm"]
+    assert all(len(node.inputs) <= 3 or not node.inputs[3] for node in gemms)
+    norms = [node for node in out.nodes if node.op == NORM_PROLOGUE]
+    assert [node.attrs.prologue.op for node in norms] == ["Add", "Add"] and not any(a.attrs.store_x for a in norms)
+    assert all(node.op != "LayerNormalization" for node in out.nodes)
+    src = _generate(g).files["accelc_model.cu"]
+    assert "C = beta * bias + residual" not in src
+    # keep: the GEMM output is also a graph output; the GEMM has an activation
+    g2 = encoder(batch=2, seq=7)
+    residual_gemms = [node for node in g2.nodes if node.op == "FusedGemm" and len(node.inputs) > 3]
+    g2.outputs = g2.outputs + [residual_gemms[0].outputs[0]]
+    out2, _ = fuse_norm_prologues(g2)
+    assert sum(len(node.inputs) > 3 for node in out2.nodes if node.op == "FusedGemm") == 1
+    from dataclasses import replace
+    from accelc.ir.ops.fused import Activation
+    g3 = encoder(batch=2, seq=7)
+    g3.nodes = [replace(node, attrs=replace(node.attrs, activation=Activation("relu")))
+                if node is residual_gemms[0] or (node.op == "FusedGemm" and len(node.inputs) > 3) else node
+                for node in g3.nodes]
+    out3, _ = fuse_norm_prologues(g3)
+    assert sum(len(node.inputs) > 3 for node in out3.nodes if node.op == "FusedGemm") == 2

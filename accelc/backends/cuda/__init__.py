@@ -73,7 +73,7 @@ class CudaBackend:
             "variants": [arch.sm], "archs": [arch.sm], "gencode": list(arch.gencode),
             "arena_bytes": gen.arena_bytes, "arena_naive_bytes": gen.naive_bytes, "weights_bytes": len(gen.weights),
             "kernels": gen.kernels, "gemm_instances": sorted(gen.gemm_sources), "fused_attention": gen.attention_nodes,
-            "narrowed_operands": gen.narrowed,
+            "narrowed_operands": gen.narrowed, "fused_norm_prologues": gen.norm_prologues,
             "cuda_graph": not options.debug and not emulate,
             "build": {"generate_s": round(t_gen, 3), "build_s": round(t_build, 3), **stats},
         }

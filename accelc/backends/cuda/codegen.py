@@ -5,7 +5,8 @@ Order of work:
    handled by a fused kernel (backend-local, see that module).
 2. Nodes whose inputs are all constants are evaluated at compile time (their outputs become weights);
    then ``narrow.narrow_gemm_operands`` lets producers whose only readers are 16-bit GEMMs store the
-   16-bit values themselves (no conversion kernel; same bits).
+   16-bit values themselves (no conversion kernel; same bits), and ``fuse_norm.fuse_norm_prologues``
+   lets each LayerNorm compute its input (an encoder's residual Add) as it loads it.
 3. Each node is lowered (``LOWERINGS``) into kernels + launches, with symbolic arena offsets.
 4. ``plan_arena`` (the CPU backend's greedy-by-size planner) places graph inputs, outputs,
    intermediates and scratch in ONE device arena; live ranges are node steps, views extend their root.
@@ -28,6 +29,7 @@ from . import codegen_elementwise, codegen_linalg, codegen_reduce  # noqa: F401 
 from . import attention_kernel  # noqa: F401
 from .arch import Arch
 from .attention_pattern import legalize
+from .fuse_norm import fuse_norm_prologues
 from .narrow import narrow_gemm_operands
 from .lowering import LOWERINGS, LowerCtx, storage
 
@@ -43,6 +45,7 @@ class Generated:
     kernels: int
     attention_nodes: int = 0
     narrowed: int = 0                       # producers that store 16-bit GEMM operands themselves
+    norm_prologues: int = 0                 # LayerNorms that compute their elementwise input themselves
     notes: list[str] = field(default_factory=list)
 
 
@@ -69,6 +72,7 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
     graph, n_attention = legalize(graph)
     graph = fold_constant_nodes(graph)
     graph, n_narrowed = narrow_gemm_operands(graph)
+    graph, n_prologues = fuse_norm_prologues(graph)
     ctx = LowerCtx(graph, options, arch)
     for step, node in enumerate(graph.nodes):
         ctx.step, ctx.node = step, node
@@ -217,7 +221,7 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
     kernels = model_cu.count("__global__")
     return Generated({"accelc_model.cu": model_cu, "accelc_model_config.h": h.render()}, gemm_sources,
                      list(ctx.gemm_instances.values()), weights,
-                     plan.arena_bytes, plan.naive_bytes, kernels, n_attention, n_narrowed)
+                     plan.arena_bytes, plan.naive_bytes, kernels, n_attention, n_narrowed, n_prologues)
 
 
 def _copy_constant_output(ctx: LowerCtx, out: str, k: int) -> None:

@@ -342,15 +342,11 @@ def _check(graph: Graph, node: Node) -> str | None:
     return check_elementwise(graph, node)
 
 
-@lowering(*sorted(ELEMENTWISE_OPS), "FusedElementwise", check=_check)
-def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
-    out = node.outputs[0]
-    if node.op == "Identity":
-        alias_or_copy(ctx, out, node.inputs[0], f"Identity '{node.name}': {out} = {node.inputs[0]}")
-        return
-    out_shape = ctx.shape(out)
-    inputs = [i for i in node.inputs]
-    operands = [Operand(ctx.ptr(i), ctx.dtype(i), broadcast_view(ctx.shape(i), out_shape)) for i in inputs if i]
+def elementwise_body(graph: Graph, node: Node) -> tuple[Callable[[CppEmitter, list[str]], str], str]:
+    """The statements of an elementwise node (one op or a ``FusedElementwise`` chain) as a map kernel
+    body: ``body(em, loaded)`` takes the compute-type names of its non-empty inputs, in order, emits the
+    steps and returns the result's name. Also a short description of the steps."""
+    inputs = list(node.inputs)
     reg_of = {}
     k = 0
     for j, i in enumerate(inputs):
@@ -358,10 +354,11 @@ def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
             reg_of[j] = k
             k += 1
     if node.op == "FusedElementwise":
-        steps = _fused_steps(ctx.graph, node)
+        steps = _fused_steps(graph, node)
         desc = " -> ".join(s.op for s in node.attrs.steps)
     else:
-        steps = [(node.op, node.attrs, tuple(range(len(inputs))), _node_types(ctx.graph, node), ctx.dtype(out))]
+        steps = [(node.op, node.attrs, tuple(range(len(inputs))), _node_types(graph, node),
+                  graph.types[node.outputs[0]].dtype)]
         desc = node.op
 
     def body(em: CppEmitter, loaded: list[str]) -> str:
@@ -374,7 +371,18 @@ def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
             em.line(f"const {COMPUTE[odt]} {name} = {expr};")
             regs.append(name)
         return regs[-1]
+    return body, desc
 
+
+@lowering(*sorted(ELEMENTWISE_OPS), "FusedElementwise", check=_check)
+def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
+    out = node.outputs[0]
+    if node.op == "Identity":
+        alias_or_copy(ctx, out, node.inputs[0], f"Identity '{node.name}': {out} = {node.inputs[0]}")
+        return
+    out_shape = ctx.shape(out)
+    operands = [Operand(ctx.ptr(i), ctx.dtype(i), broadcast_view(ctx.shape(i), out_shape)) for i in node.inputs if i]
+    body, desc = elementwise_body(ctx.graph, node)
     emit_map(ctx, out_ptr=ctx.ptr(out), out_dtype=ctx.dtype(out), out_shape=out_shape, operands=operands,
              body=body, comment=f"{node.op} '{node.name}': {desc}")
 

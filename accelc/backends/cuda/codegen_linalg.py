@@ -199,6 +199,19 @@ def _batch_stride(op_batch, out_batch, mat: int) -> int | None:
     return mat if padded == list(out_batch) else None
 
 
+def constant_bias_row(graph: Graph, node: Node) -> np.ndarray | None:
+    """The GEMM's bias as one row of N fp32 values (the epilogue broadcasts it over M with ldc = 0), or
+    None when there is no bias or it is not a constant row."""
+    g = _gemm_of(node)
+    if g.bias is None or g.bias not in graph.constants:
+        return None
+    n = _mat_shapes(graph, g)[1][-1]
+    bias = graph.constants[g.bias]
+    if bias.size == 1 or (bias.ndim >= 1 and bias.shape[-1] == n and bias.size == n):
+        return np.broadcast_to(bias.astype(np.float32).reshape(-1), (n,))
+    return None
+
+
 def _check_gemm(graph: Graph, node: Node) -> str | None:
     g = _gemm_of(node)
     if graph.types[g.a].dtype not in (DType.float32, DType.float16, DType.bfloat16):
@@ -268,11 +281,7 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     out_shape = ctx.shape(out)
     sD = M * N if batch > 1 else 0
     c_ptr, ldc, sC, beta = "nullptr", 0, 0, 0.0
-    bias_row = None
-    if g.bias is not None and ctx.is_const(g.bias):
-        bias = ctx.const(g.bias)
-        if bias.size == 1 or (bias.ndim >= 1 and bias.shape[-1] == N and bias.size == N):
-            bias_row = np.broadcast_to(bias.astype(np.float32).reshape(-1), (N,))
+    bias_row = constant_bias_row(ctx.graph, node)
     if g.bias is not None and g.residual is None and bias_row is not None:
         c_ptr, ldc, sC, beta = ctx.weight(np.ascontiguousarray(bias_row).astype(out_dtype.np), storage(out_dtype)), 0, 0, g.beta
     elif g.residual is not None and g.bias is None and tuple(ctx.shape(g.residual)) == tuple(out_shape) \

@@ -9,11 +9,14 @@ the storage type, as the numerics contract requires.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...ir import DType, Graph, Node
 from ..cpu_amx.emitter import c_float
-from .lowering import FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
+from .codegen_elementwise import broadcast_view, contiguous_strides, elementwise_body
+from .lowering import COMPUTE, FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
 
 _REDUCE = {  # op: (init, accumulate(acc, x), combine kind, finalize(acc, R))
     "ReduceSum": ("0.0f", "acc += x", "Sum", "acc"),
@@ -201,6 +204,8 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
 # ---- LayerNormalization / InstanceNormalization ----------------------------------------------------------
 # backend-local (narrow.py): a LayerNormalization whose outputs are (y, y in a 16-bit type)
 LAYERNORM_TWICE = "accelc_cuda.LayerNormalizationTwice"
+# backend-local (fuse_norm.py): a LayerNorm (or LayerNormTwice) that computes its input from an elementwise node
+NORM_PROLOGUE = "accelc_cuda.NormWithPrologue"
 
 def _check_layernorm(graph: Graph, node: Node) -> str | None:
     if graph.types[node.inputs[0]].dtype not in FLOATS:
@@ -215,13 +220,62 @@ def _check_layernorm(graph: Graph, node: Node) -> str | None:
     return None
 
 
+MAX_CACHED = 16     # row elements a thread keeps in registers between the norm's passes
+
+
+@dataclass(frozen=True)
+class NormPrologueAttrs:
+    """``accelc_cuda.NormWithPrologue``: ``norm`` (a LayerNormalization, or one storing y twice) of the
+    elementwise ``prologue``'s result, which is computed while the row is loaded and never stored unless
+    ``store_x`` (other nodes read it too). See ``fuse_norm.py``."""
+    prologue: Node
+    norm: Node
+    store_x: bool
+
+
+def row_operand_kind(shape, x_shape, axis: int) -> str | None:
+    """How a norm kernel reads an operand of ``shape`` broadcast to ``x_shape`` (normalized over the axes
+    from ``axis`` on) at element j of row ``blockIdx.x``: "full" (base + j), "row" (j: the same values in
+    every row, a bias), "per_row" (one value per row), "scalar"; None when it broadcasts otherwise."""
+    def significant(strides, dims):      # a stride along an extent-1 axis is never used
+        return tuple(0 if d == 1 else s for s, d in zip(strides, dims))
+    strides = significant(broadcast_view(shape, x_shape).strides, x_shape)
+    if strides == significant(contiguous_strides(x_shape), x_shape):
+        return "full"
+    if not any(strides):
+        return "scalar"
+    rows, row = x_shape[:axis], x_shape[axis:]
+    if not any(strides[:axis]) and strides[axis:] == significant(contiguous_strides(row), row):
+        return "row"
+    if not any(strides[axis:]) and strides[:axis] == significant(contiguous_strides(rows), rows):
+        return "per_row"
+    return None
+
+
 def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_row: bool,
-               low: str | None = None) -> None:
+               low: str | None = None, prologue: Node | None = None, x_out: str | None = None) -> None:
     """y = (x - mean) / sqrt(var + eps) * scale + bias over rows of length r; scale/bias indexed per
     column (LayerNorm) or per row modulo ``channels`` (InstanceNorm). Two-pass mean/variance in fp32.
-    ``low``: a second output that receives y in its own (16-bit) type as well."""
-    x, out = node.inputs[0], node.outputs[0]
-    dt, odt = ctx.dtype(x), ctx.dtype(out)
+    ``low``: a second output that receives y in its own (16-bit) type as well. ``prologue``: x is this
+    elementwise node's result, computed from its inputs as the row is loaded (``x_out`` stores it too).
+
+    A thread owns the row elements j = threadIdx.x + k * threads; up to MAX_CACHED of them stay in
+    registers, so x is read (or computed) once; longer rows are read again in each pass."""
+    if prologue is None:
+        sources = [node.inputs[0]]
+        x_dtype = ctx.dtype(node.inputs[0])
+        body, desc = (lambda em, xs: xs[0]), ""
+    else:
+        sources = [i for i in prologue.inputs if i]
+        x_dtype = ctx.dtype(prologue.outputs[0])
+        body, desc = elementwise_body(ctx.graph, prologue)
+        desc = f"{prologue.op} '{prologue.name}' ({desc}) -> "
+    x_shape = ctx.shape(prologue.outputs[0] if prologue is not None else node.inputs[0])
+    # a prologue comes with LayerNorms only (fuse_norm.py checks that every operand has one of the kinds)
+    kinds = ["full"] * len(sources) if prologue is None else \
+        [row_operand_kind(ctx.shape(v), x_shape, node.attrs.axis % len(x_shape)) for v in sources]
+    out = node.outputs[0]
+    odt = ctx.dtype(out)
     scale = node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     n_param = channels if per_row else r
@@ -233,44 +287,97 @@ def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_
             arr = np.broadcast_to(ctx.const(value).astype(np.float32), ctx.shape(value)).reshape(-1)
             if arr.size != n_param:
                 arr = np.broadcast_to(ctx.const(value).astype(np.float32).reshape(
-                    ctx.shape(value)), ctx.shape(x)[len(ctx.shape(x)) - len(ctx.shape(value)):]).reshape(-1)
+                    ctx.shape(value)), x_shape[len(x_shape) - len(ctx.shape(value)):]).reshape(-1)
             return ctx.weight(np.ascontiguousarray(arr, np.float32), "float"), DType.float32
         return ctx.ptr(value), ctx.dtype(value)
 
     sp, bp = param(scale), param(bias)
     eps = c_float(node.attrs.epsilon)
     threads = _threads(r)
+    per_thread = -(-r // threads)
+    cached = per_thread <= MAX_CACHED
     name = ctx.kernel_name()
     k = ctx.kernels
-    k.comment(f"{node.op} '{node.name}': {rows} rows of {r}, eps {node.attrs.epsilon}")
-    params = [f"const {storage(dt)}* __restrict__ in", f"const {storage(sp[1])}* __restrict__ scale"]
+    k.comment(f"{desc}{node.op} '{node.name}': {rows} rows of {r}, eps {node.attrs.epsilon}"
+              + (f"; each thread keeps its {per_thread} elements of a row in registers" if cached else ""))
+    params = [f"const {storage(ctx.dtype(v))}* __restrict__ in{j}" for j, v in enumerate(sources)]
+    params.append(f"const {storage(sp[1])}* __restrict__ scale")
     if bp:
         params.append(f"const {storage(bp[1])}* __restrict__ bias")
     params.append(f"{storage(odt)}* __restrict__ out")
     if low:
         params.append(f"{storage(ctx.dtype(low))}* __restrict__ out_low")
+    if x_out:
+        params.append(f"{storage(x_dtype)}* __restrict__ x_out")
+
+    def value_at(j: str, store: bool) -> str:
+        """Emits the statements computing x at row element ``j``; returns its (fp32) name."""
+        loaded = []
+        for n, (v, kind) in enumerate(zip(sources, kinds)):
+            at = {"full": f"base + {j}", "row": j, "per_row": "blockIdx.x", "scalar": "0"}[kind]
+            k.line(f"const {COMPUTE[ctx.dtype(v)]} a{n} = {load_expr(ctx.dtype(v), f'in{n}[{at}]')};")
+            loaded.append(f"a{n}")
+        # (a 16-bit step result is rounded by the body itself, as the elementwise kernel rounds it)
+        k.line(f"const float x = {body(k, loaded)};")
+        if store:
+            k.line(f"x_out[base + {j}] = {store_expr(x_dtype, 'x')};")
+        return "x"
+
+    def each(stmt, uses_j: bool = True):
+        """A loop over this thread's row elements; ``stmt(j, kk)`` emits the body (kk: the register slot)."""
+        if cached:
+            k.line("#pragma unroll")
+            with k.block(f"for (int kk = 0; kk < {per_thread}; ++kk)"):
+                if uses_j or r % threads:
+                    k.line(f"const int j = threadIdx.x + kk * {threads};")
+                if r % threads:
+                    with k.block(f"if (j < {r})"):
+                        stmt("j", "kk")
+                else:
+                    stmt("j", "kk")
+        else:
+            with k.block(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x)"):
+                stmt("j", None)
+
     with k.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
         k.line("__shared__ float red[32];")
         k.line(f"const long long base = (long long)blockIdx.x * {r};")
+        if cached:
+            k.line(f"float v[{per_thread}];")
         k.line("float s = 0.0f;")
-        k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) s += {load_expr(dt, 'in[base + j]')};")
+
+        def first(j, kk):
+            x = value_at(j, x_out is not None)
+            if kk:
+                k.line(f"v[{kk}] = {x};")
+            k.line(f"s += {x};")
+        each(first)
         k.line(f"const float mean = accelc::block_reduce<accelc::Red::Sum>(s, red) / float({r});")
         k.line("float q = 0.0f;")
-        k.line(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x) {{ const float d = {load_expr(dt, 'in[base + j]')} - mean; q += d * d; }}")
+
+        def second(j, kk):
+            x = f"v[{kk}]" if kk else value_at(j, False)
+            k.line(f"const float d = {x} - mean;")
+            k.line("q += d * d;")
+        each(second, uses_j=not cached)
         k.line(f"const float rstd = rsqrtf(accelc::block_reduce<accelc::Red::Sum>(q, red) / float({r}) + {eps});")
         if per_row:
             k.line(f"const int c = blockIdx.x % {channels};")
-        with k.block(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x)"):
-            pi = "c" if per_row else "j"
-            y = f"({load_expr(dt, 'in[base + j]')} - mean) * rstd * {load_expr(sp[1], f'scale[{pi}]')}"
+
+        def third(j, kk):
+            x = f"v[{kk}]" if kk else value_at(j, False)
+            pi = "c" if per_row else j
+            y = f"({x} - mean) * rstd * {load_expr(sp[1], f'scale[{pi}]')}"
             if bp:
                 y += f" + {load_expr(bp[1], f'bias[{pi}]')}"
             k.line(f"const float y = {y};")
-            k.line(f"out[base + j] = {store_expr(odt, 'y')};")
+            k.line(f"out[base + {j}] = {store_expr(odt, 'y')};")
             if low:
-                k.line(f"out_low[base + j] = {store_expr(ctx.dtype(low), 'y')};")
+                k.line(f"out_low[base + {j}] = {store_expr(ctx.dtype(low), 'y')};")
+        each(third)
     k.blank()
-    args = [ctx.ptr(x), sp[0]] + ([bp[0]] if bp else []) + [ctx.ptr(out)] + ([ctx.ptr(low)] if low else [])
+    args = [ctx.ptr(v) for v in sources] + [sp[0]] + ([bp[0]] if bp else []) + [ctx.ptr(out)] + \
+        ([ctx.ptr(low)] if low else []) + ([ctx.ptr(x_out)] if x_out else [])
     ctx.launch(name, str(rows), str(threads), args)
 
 
@@ -280,6 +387,16 @@ def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
     axis = node.attrs.axis % len(shape)
     outer, r, _ = _rows(shape, axis, len(shape) - 1)
     _emit_norm(ctx, node, outer, r, 1, False, node.outputs[1] if node.op == LAYERNORM_TWICE else None)
+
+
+@lowering(NORM_PROLOGUE)
+def lower_norm_with_prologue(ctx: LowerCtx, node: Node) -> None:
+    a: NormPrologueAttrs = node.attrs
+    shape = ctx.shape(a.prologue.outputs[0])
+    axis = a.norm.attrs.axis % len(shape)
+    outer, r, _ = _rows(shape, axis, len(shape) - 1)
+    _emit_norm(ctx, a.norm, outer, r, 1, False, a.norm.outputs[1] if a.norm.op == LAYERNORM_TWICE else None,
+               a.prologue, a.prologue.outputs[0] if a.store_x else None)
 
 
 @lowering("InstanceNormalization", check=_check_layernorm)

@@ -271,6 +271,9 @@ def test_generated_code_is_readable():
     src = gen.files["accelc_model.cu"]
     assert "__global__" in src and "k_attention_" in src and "LayerNormalization" in src
     assert gen.gemm_sources and all("accelc_cutlass::GemmOf<" in s and "Instance::workspace" in s for s in gen.gemm_sources.values())
+    hopper = generate(encoder(compute=DType.bfloat16), arch_for(get_target("h100")), BackendOptions())
+    assert hopper.gemm_sources and all("accelc_cutlass::GemmSm90Of<cutlass::bfloat16_t" in s
+                                       for s in hopper.gemm_sources.values())
 
 
 @needs_nvcc
@@ -287,11 +290,11 @@ def test_models_compile_for_every_arch(target, cuda_cache):
 @needs_nvcc
 @pytest.mark.slow
 def test_fp16_encoder_compiles(cuda_cache):
-    """fp16 compute instantiates CUTLASS's half_t tensor-op GEMMs (sm_90a here; the GEMM template is the same
-    for every arch, which test_models_compile_for_every_arch covers with bf16)."""
+    """fp16 compute instantiates CUTLASS's half_t tensor-op GEMMs (on sm_90a the CUTLASS 3 ones; the 2.x
+    template is the same for every arch, which test_models_compile_for_every_arch covers with bf16)."""
     p = _lower(encoder(compute=DType.float16), "h100", cuda_cache)
     assert p.files["model.so"][:4] == b"\x7fELF"
-    assert p.manifest["gemm_instances"] and all(k.startswith("gemm_f16_") for k in p.manifest["gemm_instances"])
+    assert p.manifest["gemm_instances"] and all(k.startswith("gemm_sm90_f16_") for k in p.manifest["gemm_instances"])
 
 
 @needs_nvcc

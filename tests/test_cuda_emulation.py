@@ -687,3 +687,80 @@ def test_a_gemm_residual_moves_into_the_norm():
                 for node in g3.nodes]
     out3, _ = fuse_norm_prologues(g3)
     assert sum(len(node.inputs) > 3 for node in out3.nodes if node.op == "FusedGemm") == 2
+
+
+def hopper_epilogues() -> "Graph":
+    """GEMMs whose epilogues the sm_90a (CUTLASS 3) instantiation computes itself: bias row + residual in
+    fp32 with alpha and beta not 1 (no C map kernel), and fp16 activations with an fp16 residual."""
+    from accelc.ir import Graph, TensorType
+    from accelc.ir.ops.fused import Activation, FusedGemmAttrs
+    from test_backend_cuda import _w
+    g = Graph("hopper_epilogues")
+    x = g.add_input("x", TensorType(DType.float32, (24, 40)))
+    r = g.add_input("r", TensorType(DType.float32, (24, 32)))
+    h = g.add_input("h", TensorType(FP16, (16, 48)))
+    hr = g.add_input("hr", TensorType(FP16, (16, 64)))
+    (y,) = g.add_node("FusedGemm", [x, g.add_constant(_w(40, 32)), g.add_constant(_w(32)), r],
+                      FusedGemmAttrs(alpha=0.75, beta=1.5, activation=Activation("gelu"), compute=BF16))
+    (z,) = g.add_node("FusedGemm", [h, g.add_constant(_w(48, 64).astype(np.float16)),
+                                    g.add_constant(_w(64).astype(np.float16)), hr],
+                      FusedGemmAttrs(activation=Activation("silu"), compute=FP16))
+    g.outputs = [y, z]
+    return g
+
+
+def test_hopper_gemms_fuse_bias_and_residual(build_cache, monkeypatch):
+    """On h100 the aligned 16-bit GEMMs use the CUTLASS 3 instantiation: bias as an fp32 vector, the
+    residual as C, no map kernel; its emulated results match the interpreter, and ACCELC_CUDA_GEMM=sm80
+    (or an a100 target) goes back to CUTLASS 2.x with the C map kernel."""
+    g = hopper_epilogues()
+    feeds = _feeds(g)
+    want = evaluate(g, feeds)
+    gen = _generate(g)
+    keys = [i.key for i in gen.gemm_instances]
+    assert len(keys) == 2 and all(k.startswith("sm90_") for k in keys), keys
+    assert {i.element_source for i in gen.gemm_instances} == {DType.float32, FP16}
+    src = gen.files["accelc_model.cu"]
+    assert "for the GEMM epilogue" not in src and src.count("CUTLASS 3 wgmma") == 2
+    got = _run_generated(gen, g, build_cache, feeds)
+    for v, tol in zip(g.outputs, (2e-5, 2e-3)):
+        np.testing.assert_allclose(got[v].astype(np.float32), want[v].astype(np.float32), rtol=tol, atol=tol)
+    monkeypatch.setenv("ACCELC_CUDA_GEMM", "sm80")
+    old = _generate(g)
+    assert not any(i.family == "sm90" for i in old.gemm_instances)
+    assert old.files["accelc_model.cu"].count("for the GEMM epilogue") == 2
+    monkeypatch.delenv("ACCELC_CUDA_GEMM")
+    assert not any(i.family == "sm90" for i in _generate(g, "a100").gemm_instances)
+
+
+def test_hopper_gemm_stand_in_refuses_what_tma_cannot_describe(tmp_path):
+    """The emulator's sm90 stand-in fails a launch whose operand rows do not start on 16 bytes, or that
+    has a batch, as the CUTLASS 3 kernel would; an aligned call computes act(beta*C + (alpha*acc + bias))."""
+    out = _run_cuda(tmp_path, r"""
+  alignas(16) float a[16 * 8];
+  alignas(16) float b[8 * 8];
+  alignas(16) float c[16 * 8];
+  alignas(16) float d[16 * 8];
+  alignas(16) float bias[8];
+  alignas(16) float ws[64];
+  for (int i = 0; i < 16 * 8; ++i) { a[i] = float(i % 7) - 3.0f; c[i] = float(i % 5); }
+  for (int i = 0; i < 8 * 8; ++i) b[i] = float(i % 3) - 1.0f;
+  for (int j = 0; j < 8; ++j) bias[j] = 0.25f * j;
+  alignas(16) float A[16 * 8 + 4];
+  for (int i = 0; i < 16 * 8; ++i) A[i + 1] = a[i];
+  AccelcGemmArgs p{16, 8, 8, 1, a, 8, 0, b, 8, 0, c, 8, 0, d, 8, 0, 2.0f, 0.5f, bias, ws, sizeof ws};
+  printf("%d\n", (int)accelc_emu::gemm_sm90<float, false, true, float, float, accelc_emu::Act::Identity>(p, "ok"));
+  double err = 0;
+  for (int i = 0; i < 16; ++i) for (int j = 0; j < 8; ++j) {
+    float acc = 0; for (int k = 0; k < 8; ++k) acc += a[i * 8 + k] * b[j * 8 + k];
+    err += fabs(d[i * 8 + j] - (0.5f * c[i * 8 + j] + (2.0f * acc + bias[j])));
+  }
+  printf("%g\n", err);
+  AccelcGemmArgs q = p; q.a = A + 1;
+  printf("%d\n", (int)accelc_emu::gemm_sm90<float, false, true, float, float, accelc_emu::Act::Identity>(q, "shifted"));
+  AccelcGemmArgs r = p; r.batch = 2;
+  printf("%d\n", (int)accelc_emu::gemm_sm90<float, false, true, float, float, accelc_emu::Act::Identity>(r, "batched"));
+""", kernels='#include "accelc_emu_gemm.h"\n')
+    lines = out.split()
+    assert lines[0] == "0" and float(lines[1]) == 0.0
+    assert lines[2] == str(716) and lines[3] == str(1)      # cudaErrorMisalignedAddress, cudaErrorInvalidValue

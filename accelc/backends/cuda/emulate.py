@@ -35,9 +35,15 @@ def gemm_source(inst: GemmInstance) -> str:
     tf32 = inst.element_ab == DType.float32 and inst.op_class == "TensorOp"
     ea, ec = storage(inst.element_ab), storage(inst.element_c)
     col_a, col_b = (str(layout == "ColumnMajor").lower() for layout in (inst.layout_a, inst.layout_b))
+    act = f"accelc_emu::Act::{_CUTLASS_ACT[inst.act]}"
+    if inst.family == "sm90":
+        src = storage(inst.element_source) if inst.element_source else "void"
+        call = f"gemm_sm90<{ea}, {col_a}, {col_b}, {src}, {ec}, {act}>"
+    else:
+        call = (f"gemm<{ea}, {col_a}, {ea}, {col_b}, {ec}, {act}, "
+                f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>")
     return (f'extern "C" cudaError_t {inst.function}(const AccelcGemmArgs* p, cudaStream_t) {{\n'
-            f"  return accelc_emu::gemm<{ea}, {col_a}, {ea}, {col_b}, {ec}, accelc_emu::Act::{_CUTLASS_ACT[inst.act]}, "
-            f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>(*p, \"{inst.key}\");\n}}\n"
+            f"  return accelc_emu::{call}(*p, \"{inst.key}\");\n}}\n"
             f'extern "C" size_t {inst.workspace_function}(const AccelcGemmArgs* p) {{\n'
             f"  return accelc_emu::gemm_workspace(*p);\n}}\n")
 

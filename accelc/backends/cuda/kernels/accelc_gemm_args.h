@@ -10,5 +10,7 @@ struct AccelcGemmArgs {
   const void* c; long long ldc, batch_stride_c;   // c may be NULL (then beta is ignored)
   void* d;       long long ldd, batch_stride_d;
   float alpha, beta;
+  const float* bias;                              // a row of n fp32 values added before the activation, or
+                                                  // NULL (the sm_90a instantiations; sm_80's put it in c)
   void* workspace;  size_t workspace_bytes;       // device scratch the instantiation may need (stream-K)
 };

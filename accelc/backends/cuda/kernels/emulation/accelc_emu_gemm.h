@@ -11,6 +11,8 @@
 // create time through accelc_gemm_<key>_workspace) and refuses to run without it.
 #pragma once
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "accelc_cuda_emulation.h"
 #include "accelc_gemm_args.h"
@@ -50,6 +52,37 @@ inline size_t gemm_workspace(const AccelcGemmArgs& p) {
   return p.batch > 1 ? 0 : size_t(256) * size_t((p.m + 127) / 128) * size_t((p.n + 127) / 128);
 }
 
+// acc = A[b][i] . B[b][:, j] in fp32 for every output element, handed to epi(b, i, j, acc)
+template <typename TA, bool ColA, typename TB, bool ColB, bool TF32, typename Epilogue>
+void multiply(const AccelcGemmArgs& p, Epilogue epi) {
+  const long long M = p.m, N = p.n, K = p.k;
+  const TA* a = static_cast<const TA*>(p.a);
+  const TB* b = static_cast<const TB*>(p.b);
+  std::vector<float> bt(size_t(K) * size_t(N));   // B[k][j] widened once per batch, as [j][k]
+  std::vector<float> row(K);
+  for (long long z = 0; z < p.batch; ++z) {
+    const TA* az = a + z * p.batch_stride_a;
+    const TB* bz = b + z * p.batch_stride_b;
+    for (long long k = 0; k < K; ++k)
+      for (long long j = 0; j < N; ++j) {
+        float v = float(bz[ColB ? k + j * p.ldb : k * p.ldb + j]);
+        bt[size_t(j) * K + k] = TF32 ? tf32(v) : v;
+      }
+    for (long long i = 0; i < M; ++i) {
+      for (long long k = 0; k < K; ++k) {
+        float v = float(az[ColA ? i + k * p.lda : i * p.lda + k]);
+        row[k] = TF32 ? tf32(v) : v;
+      }
+      for (long long j = 0; j < N; ++j) {
+        const float* col = &bt[size_t(j) * K];
+        float acc = 0.0f;
+        for (long long k = 0; k < K; ++k) acc += row[k] * col[k];
+        epi(z, i, j, acc);
+      }
+    }
+  }
+}
+
 template <typename TA, bool ColA, typename TB, bool ColB, typename TC, Act A, int AlignA, int AlignB, int AlignC,
           bool TF32>
 cudaError_t gemm(const AccelcGemmArgs& p, const char* name) {
@@ -74,35 +107,43 @@ cudaError_t gemm(const AccelcGemmArgs& p, const char* name) {
                   "is not a multiple of its vector width (a misaligned access on the GPU)", name);
     return cudaErrorMisalignedAddress;
   }
-  const TA* a = static_cast<const TA*>(p.a);
-  const TB* b = static_cast<const TB*>(p.b);
   const TC* c = static_cast<const TC*>(p.c);
   TC* d = static_cast<TC*>(p.d);
-  std::vector<float> bt(size_t(K) * size_t(N));   // B[k][j] widened once per batch, as [j][k]
-  for (long long z = 0; z < p.batch; ++z) {
-    const TA* az = a + z * p.batch_stride_a;
-    const TB* bz = b + z * p.batch_stride_b;
-    for (long long k = 0; k < K; ++k)
-      for (long long j = 0; j < N; ++j) {
-        float v = float(bz[ColB ? k + j * p.ldb : k * p.ldb + j]);
-        bt[size_t(j) * K + k] = TF32 ? tf32(v) : v;
-      }
-    std::vector<float> row(K);
-    for (long long i = 0; i < M; ++i) {
-      for (long long k = 0; k < K; ++k) {
-        float v = float(az[ColA ? i + k * p.lda : i * p.lda + k]);
-        row[k] = TF32 ? tf32(v) : v;
-      }
-      for (long long j = 0; j < N; ++j) {
-        const float* col = &bt[size_t(j) * K];
-        float acc = 0.0f;
-        for (long long k = 0; k < K; ++k) acc += row[k] * col[k];
-        float v = p.alpha * acc;
-        if (c) v += p.beta * float(c[z * p.batch_stride_c + i * p.ldc + j]);
-        d[z * p.batch_stride_d + i * p.ldd + j] = TC(activate<A>(v));
-      }
-    }
+  multiply<TA, ColA, TB, ColB, TF32>(p, [&](long long z, long long i, long long j, float acc) {
+    float v = p.alpha * acc;
+    if (c) v += p.beta * float(c[z * p.batch_stride_c + i * p.ldc + j]);
+    d[z * p.batch_stride_d + i * p.ldd + j] = TC(activate<A>(v));
+  });
+  return cudaSuccess;
+}
+
+// What GemmSm90Of (accelc_cutlass_gemm_sm90.cuh) computes: D = act(beta * C + (alpha * acc + bias[j])), each
+// step one fused multiply-add as in CUTLASS's LinCombPerColBiasEltAct, for one problem whose operand rows
+// start on 16 bytes (TMA refuses anything else).
+template <typename TA, bool ColA, bool ColB, typename TC, typename TD, Act A>
+cudaError_t gemm_sm90(const AccelcGemmArgs& p, const char* name) {
+  const size_t need = gemm_workspace(p);
+  if (p.batch != 1 || (std::is_void<TC>::value && p.c) || need > p.workspace_bytes || (need && !p.workspace)) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: a batch of %d, an unexpected C or too little workspace "
+                  "(%zu of %zu bytes)", name, p.batch, p.workspace_bytes, need);
+    return cudaErrorInvalidValue;
   }
+  constexpr size_t kC = sizeof(typename std::conditional<std::is_void<TC>::value, TD, TC>::type);
+  if (misaligned(p.a, p.lda, 0, 16 / sizeof(TA), sizeof(TA)) || misaligned(p.b, p.ldb, 0, 16 / sizeof(TA), sizeof(TA)) ||
+      misaligned(p.d, p.ldd, 0, 16 / sizeof(TD), sizeof(TD)) || (p.c && misaligned(p.c, p.ldc, 0, 16 / kC, kC)) ||
+      (p.bias && misaligned(p.bias, 0, 0, 4, sizeof(float)))) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: an operand does not start its rows on 16 bytes (TMA "
+                  "cannot describe it)", name);
+    return cudaErrorMisalignedAddress;
+  }
+  TD* d = static_cast<TD*>(p.d);
+  multiply<TA, ColA, TA, ColB, false>(p, [&](long long, long long i, long long j, float acc) {
+    float v = std::fma(p.alpha, acc, p.bias ? p.bias[j] : 0.0f);
+    if constexpr (!std::is_void<TC>::value) {
+      if (p.c) v = std::fma(p.beta, float(static_cast<const TC*>(p.c)[i * p.ldc + j]), v);
+    }
+    d[i * p.ldd + j] = TD(activate<A>(v));
+  });
   return cudaSuccess;
 }
 

@@ -532,20 +532,22 @@ def test_a_broken_tensor_core_attention_is_caught(mutation, build_cache):
 
 def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
     """The attention's output, read only by the (bf16) output projection, is stored in bf16 by the
-    attention kernel itself, and the first LayerNorm, read by the FFN's GEMM and as its residual, stores
-    a bf16 copy next to its fp32 output: two conversion kernels fewer, and exactly the same results."""
+    attention kernel itself; the first LayerNorm, read by the FFN's GEMM and as its residual, stores
+    a bf16 copy next to its fp32 output; on h100 the FFN's first GEMM (CUTLASS 3, fp32 bias row) stores
+    its GELU in bf16 for the second: three conversion kernels fewer, and exactly the same results."""
     from accelc.backends.cuda import codegen
     g = encoder(batch=2, seq=19, compute=BF16)
     feeds = _feeds(g)
     narrowed = _generate(g)
-    assert narrowed.narrowed == 2
+    assert narrowed.narrowed == 3
+    assert any(i.element_c == BF16 and i.act == "gelu" for i in narrowed.gemm_instances)
     src = narrowed.files["accelc_model.cu"]
     assert src.count("out_low[base + j] = accelc::from_f32<__nv_bfloat16>(y);") == 1
     kernel = src[src.index("__global__", src.index("Attention '")):]
     assert kernel[:kernel.index("{")].endswith("__nv_bfloat16* __restrict__ out) ")
-    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph: (graph, 0))
+    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
     plain = _generate(g)
-    assert plain.narrowed == 0 and plain.kernels == narrowed.kernels + 2
+    assert plain.narrowed == 0 and plain.kernels == narrowed.kernels + 3
     out = g.outputs[0]
     got = _run_generated(narrowed, g, build_cache, feeds)[out]
     want = _run_generated(plain, g, build_cache, feeds)[out]
@@ -578,8 +580,9 @@ def test_operands_with_other_readers_are_not_narrowed():
 
 def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, monkeypatch):
     """In an exported nn.TransformerEncoder the next layer's QKV projection reads the LayerNorm through a
-    Transpose: the bf16 copy gets its own Transpose view. Per layer the attention and both LayerNorms
-    (but not the last, a graph output) lose their conversion kernel; the outputs are the same bits."""
+    Transpose: the bf16 copy gets its own Transpose view. Per layer the attention, both LayerNorms
+    (but not the last, a graph output) and the FFN's first GEMM lose their conversion kernel; the outputs
+    are the same bits."""
     pytest.importorskip("torch")
     import accelc
     from accelc.backends.cuda import codegen
@@ -588,10 +591,10 @@ def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, m
     _load_exporter().export_encoder(path, layers=2, hidden=64, heads=4, ffn=128, seq=24, batch=1)
     x = np.random.default_rng(3).standard_normal((1, 24, 64)).astype(np.float32)
     narrowed = accelc.compile(str(path), "h200", dtype="bf16", emulate=True, cache_dir=build_cache)
-    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph: (graph, 0))
+    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
     plain = accelc.compile(str(path), "h200", dtype="bf16", emulate=True, cache_dir=build_cache)
     nb, pb = narrowed.manifest["backend"], plain.manifest["backend"]
-    assert nb["narrowed_operands"] == 5 and pb["kernels"] == nb["kernels"] + 5
+    assert nb["narrowed_operands"] == 7 and pb["kernels"] == nb["kernels"] + 7
     np.testing.assert_array_equal(narrowed.run({"x": x})["y"], plain.run({"x": x})["y"])
 
 
@@ -764,3 +767,27 @@ def test_hopper_gemm_stand_in_refuses_what_tma_cannot_describe(tmp_path):
     lines = out.split()
     assert lines[0] == "0" and float(lines[1]) == 0.0
     assert lines[2] == str(716) and lines[3] == str(1)      # cudaErrorMisalignedAddress, cudaErrorInvalidValue
+
+
+def test_gemm_producers_narrow_only_where_the_epilogue_is_exact(monkeypatch):
+    """A GEMM read only by a bf16 GEMM stores bf16 itself on h100 (CUTLASS 3, fp32 bias row), not on a100
+    (CUTLASS 2.x would read the bias in bf16), not with an activation CUTLASS does not fuse (a second
+    rounding), and not when ACCELC_CUDA_GEMM=sm80."""
+    from dataclasses import replace
+    from accelc.backends.cuda.arch import arch_for
+    from accelc.backends.cuda.narrow import narrow_gemm_operands
+    from accelc.ir.ops.fused import Activation
+    g = encoder(batch=2, seq=8, compute=BF16)
+    ffn1 = next(n for n in g.nodes if n.op == "FusedGemm" and n.attrs.activation.kind == "gelu")
+    opts = BackendOptions()
+
+    def narrowed(graph, target):
+        out, _ = narrow_gemm_operands(graph, opts, arch_for(get_target(target)))
+        return out.types[ffn1.outputs[0]].dtype == BF16
+    assert narrowed(g, "h100") and narrowed(g, "h200") and not narrowed(g, "a100") and not narrowed(g, "l40s")
+    leaky = g.copy()
+    leaky.nodes = [replace(n, attrs=replace(n.attrs, activation=Activation("leaky_relu", alpha=0.1)))
+                   if n is ffn1 else n for n in g.nodes]
+    assert not narrowed(leaky, "h100")
+    monkeypatch.setenv("ACCELC_CUDA_GEMM", "sm80")
+    assert not narrowed(g, "h100")

@@ -71,7 +71,7 @@ def fold_constant_nodes(graph: Graph) -> Graph:
 def generate(graph: Graph, arch: Arch, options) -> Generated:
     graph, n_attention = legalize(graph)
     graph = fold_constant_nodes(graph)
-    graph, n_narrowed = narrow_gemm_operands(graph)
+    graph, n_narrowed = narrow_gemm_operands(graph, options, arch)
     graph, n_prologues = fuse_norm_prologues(graph)
     ctx = LowerCtx(graph, options, arch)
     for step, node in enumerate(graph.nodes):

@@ -118,13 +118,13 @@ def _rounding(dtype: DType):
     return lambda em, xs: f"accelc::to_f32(accelc::from_f32<{storage(dtype)}>({xs[0]}))"
 
 
-def _operand_dtype(ctx: LowerCtx, a_dtype: DType, compute: DType) -> tuple[DType, str]:
+def _operand_dtype(options, a_dtype: DType, compute: DType) -> tuple[DType, str]:
     """(operand dtype, op class) for a GEMM whose inputs are ``a_dtype`` and products ``compute``."""
     if compute in LOW:
         return compute, "TensorOp"
     if a_dtype in LOW:
         return a_dtype, "TensorOp"
-    if getattr(ctx.options, "allow_tf32", False):
+    if getattr(options, "allow_tf32", False):
         return DType.float32, "TensorOp"
     return DType.float32, "Simt"
 
@@ -216,12 +216,12 @@ def _batch_stride(op_batch, out_batch, mat: int) -> int | None:
 _SM90_TYPES = (DType.float32, *LOW)     # C and D types of the sm90 instantiations
 
 
-def _sm90_eligible(ctx: LowerCtx, el: DType, op_class: str, round_low: bool, batch: int, lda: int, ldb: int,
+def _sm90_eligible(arch, el: DType, op_class: str, round_low: bool, batch: int, lda: int, ldb: int,
                    n: int, out_dtype: DType) -> bool:
     """Whether a GEMM runs as the sm_90a CUTLASS 3 instantiation (accelc_cutlass_gemm_sm90.cuh): a Hopper
     target, a 16-bit tensor-core product, one problem (no batch), and rows of A, B and D that start on 16
     bytes (TMA's rule). ``ACCELC_CUDA_GEMM=sm80`` in the environment keeps every GEMM on CUTLASS 2.x."""
-    if ctx.arch is None or ctx.arch.sm != "sm_90a" or os.environ.get("ACCELC_CUDA_GEMM", "").lower() == "sm80":
+    if arch is None or arch.sm != "sm_90a" or os.environ.get("ACCELC_CUDA_GEMM", "").lower() == "sm80":
         return False
     if op_class != "TensorOp" or el not in LOW or round_low or batch != 1:
         return False
@@ -255,48 +255,100 @@ def _check_gemm(graph: Graph, node: Node) -> str | None:
     return None
 
 
-@lowering("FusedGemm", "MatMul", "Gemm", check=_check_gemm)
-def lower_gemm(ctx: LowerCtx, node: Node) -> None:
+@dataclass
+class GemmPlan:
+    """How a GEMM node is called: extents, operand dtype and op class, layouts, leading dimensions,
+    alignments, and whether it is the sm_90a CUTLASS 3 instantiation."""
+    g: _Gemm
+    M: int
+    K: int
+    N: int
+    batch: int
+    sA: int | None
+    sB: int | None
+    el: DType
+    op_class: str
+    lda: int
+    ldb: int
+    layout_a: str
+    layout_b: str
+    al_a: int
+    al_b: int
+    round_low: bool          # the SIMT fallback of a 16-bit product: operands rounded by conversion kernels
+    sm90: bool
+
+
+def plan_gemm(graph: Graph, node: Node, options, arch, out_dtype: DType | None = None) -> GemmPlan:
+    """The plan of ``node`` (with its output stored as ``out_dtype``, its own type by default)."""
     g = _gemm_of(node)
-    out = node.outputs[0]
-    out_dtype = ctx.dtype(out)
-    sa, sb = _mat_shapes(ctx.graph, g)
+    out_dtype = out_dtype or graph.types[node.outputs[0]].dtype
+    sa, sb = _mat_shapes(graph, g)
     M, K, N = sa[-2], sa[-1], sb[-1]
     out_batch = list(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
     batch = int(np.prod(out_batch, dtype=np.int64)) if out_batch else 1
     sA = _batch_stride(sa[:-2], out_batch, M * K)
     sB = _batch_stride(sb[:-2], out_batch, K * N)
-    el, op_class = _operand_dtype(ctx, ctx.dtype(g.a), g.compute)
-    label = f"{node.op} '{node.name}'"
+    el, op_class = _operand_dtype(options, graph.types[g.a].dtype, g.compute)
     # [batch, M, K] @ [K, N] with row-major A: fold the batch into M (one big GEMM)
     if sB == 0 and sA and not g.trans_a:
         M, batch, sA = M * batch, 1, 0
     lda = M if g.trans_a else K
     layout_a = "ColumnMajor" if g.trans_a else "RowMajor"
-
-    # operand B: constants are laid out [batch?, N, K] (ColumnMajor, K contiguous) in the operand dtype
-    if ctx.is_const(g.b):
-        b = ctx.const(g.b).astype(np.float32)
-        if b.ndim == 1:
-            b = b[:, None]
-        bt = b if g.trans_b else np.swapaxes(b, -1, -2)          # [..., N, K]
+    # constant B operands are laid out [batch?, N, K] (ColumnMajor, K contiguous) in the operand dtype
+    if g.b in graph.constants:
         layout_b, ldb = "ColumnMajor", K
-        b_host = np.ascontiguousarray(bt)
-        b_rounded = round_to(b_host, g.compute)
     else:
         layout_b, ldb = ("ColumnMajor", K) if g.trans_b else ("RowMajor", N)
-        b_host = b_rounded = None
-
     # alignment decides tensor-op vs SIMT fallback
     isz = 2 if el in (DType.bfloat16, DType.float16) else 4
     al_a = _align([lda, sA or 0], isz)
     al_b = _align([ldb, sB or 0], isz)
     if op_class == "TensorOp" and (al_a < (2 if isz == 2 else 4) or al_b < (2 if isz == 2 else 4)):
-        el, op_class, isz = DType.float32, "Simt", 4
-        al_a = al_b = 1
+        el, op_class = DType.float32, "Simt"
     if op_class == "Simt":
         al_a = al_b = 1
-    round_low = g.compute in LOW and el == DType.float32      # SIMT fallback of a 16-bit product
+    round_low = g.compute in LOW and el == DType.float32
+    sm90 = _sm90_eligible(arch, el, op_class, round_low, batch, lda, ldb, N, out_dtype)
+    return GemmPlan(g, M, K, N, batch, sA, sB, el, op_class, lda, ldb, layout_a, layout_b, al_a, al_b, round_low, sm90)
+
+
+def stores_low_exactly(graph: Graph, node: Node, options, arch, dtype: DType) -> bool:
+    """Whether the GEMM ``node`` can store its result in the 16-bit ``dtype`` itself, with the bits a
+    conversion kernel after it would write: the sm90 instantiation rounds its fp32 epilogue result once,
+    and reads the bias as an fp32 row and the residual as C in its own type. (The sm80 one would read a
+    bias in ``dtype``; an activation after the GEMM would round twice.)"""
+    if node.op != "FusedGemm" or node.attrs.activation.kind not in _CUTLASS_ACT:
+        return False
+    if not plan_gemm(graph, node, options, arch, dtype).sm90:
+        return False
+    g = _gemm_of(node)
+    if g.bias is not None and constant_bias_row(graph, node) is None:
+        return False
+    if g.residual is not None:
+        t, out = graph.types[g.residual], graph.types[node.outputs[0]]
+        if tuple(t.shape) != tuple(out.shape) or t.dtype not in _SM90_TYPES or (t.shape[-1] * t.dtype.itemsize) % 16:
+            return False
+    return True
+
+
+@lowering("FusedGemm", "MatMul", "Gemm", check=_check_gemm)
+def lower_gemm(ctx: LowerCtx, node: Node) -> None:
+    out = node.outputs[0]
+    out_dtype = ctx.dtype(out)
+    plan = plan_gemm(ctx.graph, node, ctx.options, ctx.arch)
+    g, M, K, N, batch, sA, sB = plan.g, plan.M, plan.K, plan.N, plan.batch, plan.sA, plan.sB
+    el, op_class, lda, ldb, al_a, al_b = plan.el, plan.op_class, plan.lda, plan.ldb, plan.al_a, plan.al_b
+    layout_a, layout_b, round_low = plan.layout_a, plan.layout_b, plan.round_low
+    label = f"{node.op} '{node.name}'"
+    if ctx.is_const(g.b):
+        b = ctx.const(g.b).astype(np.float32)
+        if b.ndim == 1:
+            b = b[:, None]
+        bt = b if g.trans_b else np.swapaxes(b, -1, -2)          # [..., N, K]
+        b_host = np.ascontiguousarray(bt)
+        b_rounded = round_to(b_host, g.compute)
+    else:
+        b_host = b_rounded = None
 
     # A and B: converted at run time when their dtype differs from the operand dtype
     a_ptr = _operand(ctx, g.a, el, g.compute if round_low else None, f"{label}: operand A", "a")
@@ -311,7 +363,7 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     out_shape = ctx.shape(out)
     sD = M * N if batch > 1 else 0
     bias_row = constant_bias_row(ctx.graph, node)
-    sm90 = _sm90_eligible(ctx, el, op_class, round_low, batch, lda, ldb, N, out_dtype)
+    sm90 = plan.sm90
     c_ptr, ldc, sC, beta, bias_ptr, source = "nullptr", 0, 0, 0.0, "nullptr", None
     if sm90 and bias_row is not None:
         bias_ptr = ctx.weight(np.ascontiguousarray(np.float32(g.beta) * bias_row, dtype=np.float32), "float")
@@ -414,7 +466,7 @@ def lower_conv(ctx: LowerCtx, node: Node) -> None:
     gm = _geometry(ctx, node, conv)
     Nb, C, CO, P = gm["N"], gm["C"], gm["CO"], gm["OH"] * gm["OW"]
     K = C * gm["KH"] * gm["KW"]
-    el, op_class = _operand_dtype(ctx, ctx.dtype(x), compute)
+    el, op_class = _operand_dtype(ctx.options, ctx.dtype(x), compute)
     n_bias = 0 if bias is None else (2 if el in LOW else 1)
     Kp = -(-(K + n_bias) // 8) * 8
     label = f"{node.op} '{node.name}'"

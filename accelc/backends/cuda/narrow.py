@@ -12,8 +12,11 @@ A LayerNorm whose output is also read in fp32 (an encoder's residual) becomes
 16-bit type for the GEMMs that read it directly.
 
 Only producers whose lowering computes in fp32 and converts on store are narrowed: the fused attention,
-elementwise kernels, LayerNorm and Softmax. A GEMM producer is not: its epilogue would read the bias in the
-16-bit type too, which changes the numbers. Graph inputs and outputs keep their types.
+elementwise kernels, LayerNorm and Softmax, and a GEMM when it is the sm_90a CUTLASS 3 instantiation
+(``codegen_linalg.stores_low_exactly``: its epilogue reads the bias as an fp32 row, so a 16-bit D is the
+rounded fp32 result; in an encoder, the FFN's first GEMM, which only the second reads). A CUTLASS 2.x GEMM
+is not: its epilogue would read the bias in the 16-bit type too, which changes the numbers. Graph inputs
+and outputs keep their types.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from ...passes import eliminate_dead_code
 from ...passes.manager import PassContext
 from ...ir.ops.elementwise import ELEMENTWISE_OPS
 from .attention_pattern import ATTENTION_OP
+from .codegen_linalg import stores_low_exactly
 from .codegen_reduce import LAYERNORM_TWICE
 from .lowering import LOW
 
@@ -96,9 +100,9 @@ def _twice(node: Node, gemms, types):
     return Node(LAYERNORM_TWICE, tuple(node.inputs), (y, low_name(y)), node.attrs, node.name), rewired, copies
 
 
-def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
+def narrow_gemm_operands(graph: Graph, options=None, arch=None) -> tuple[Graph, int]:
     """Returns the graph with the narrowable tensors retyped (or stored twice), and how many producers
-    were changed."""
+    were changed. ``options`` and ``arch`` (the backend's) decide which GEMMs can be producers."""
     users = graph.consumers()
     types = dict(graph.types)
     changed = 0
@@ -106,9 +110,12 @@ def narrow_gemm_operands(graph: Graph) -> tuple[Graph, int]:
     rewired: dict[int, str] = {}
     copies: dict[int, Node] = {}
     for node in graph.nodes:
-        if node.op not in _PRODUCERS or not node.outputs or types[node.outputs[0]].dtype != DType.float32:
+        if node.op not in _PRODUCERS and node.op != "FusedGemm" or not node.outputs \
+                or types[node.outputs[0]].dtype != DType.float32:
             continue
         gemms, other = _readers(graph, node.outputs[0], users)
+        if node.op == "FusedGemm" and not (gemms and stores_low_exactly(graph, node, options, arch, gemms[0][2])):
+            continue
         if gemms and not other and len({d for *_, d in gemms}) == 1:
             for v in [node.outputs[0]] + [view.outputs[0] for _, path, _ in gemms for view in path]:
                 types[v] = replace(types[v], dtype=gemms[0][2])

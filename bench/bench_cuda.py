@@ -22,7 +22,9 @@ CUDA events recorded on that stream around each call (median of 20). The library
 the work. Two cross-checks make a wrong bracket visible: a wall-clock time (``time.perf_counter``
 around N back-to-back runs, then ``torch.cuda.synchronize()``), and the achieved TFLOP/s (the GEMM
 flops of the graph over the event time) next to the GPU's dense bf16 peak. Eager and torch.compile are
-timed the same way. Prints one line per measurement; writes JSON to --out.
+timed the same way. Prints one line per measurement; writes JSON to --out. For accelc (and eager, in
+the bert cases) a CUPTI trace through torch.profiler then lists the GPU time per kernel, the layer index
+folded out of the generated kernels' names, so a slow run says which kernels to work on.
 
 Usage: python3 bench/bench_cuda.py [--out bench.json] [--budget-s 215] [--cases bert_b1,bert_b32,membound]
        python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32,resnet50_b1,resnet50_b64 --budget-s 540
@@ -296,6 +298,49 @@ def _report(row, key, name, torch, fn, flops, peak, reps=20):
     return ev
 
 
+def summarize_kernels(kernels, runs: int, top: int = 12) -> list[dict]:
+    """Per-kernel GPU time of ``runs`` runs from (name, microseconds) pairs, the layer index folded out of
+    generated kernel names (k__layers_3_norm1_... -> k__layers_N_norm1_...), biggest first."""
+    import re
+    total: dict[str, list] = {}
+    for name, us in kernels:
+        key = re.sub(r"layers_\d+", "layers_N", name)
+        key = key if len(key) <= 90 else key[:60] + "..." + key[-27:]
+        entry = total.setdefault(key, [0.0, 0])
+        entry[0] += us
+        entry[1] += 1
+    whole = sum(v[0] for v in total.values()) or 1.0
+    rows = [{"kernel": k, "ms_per_run": v[0] / runs / 1e3, "launches_per_run": v[1] / runs, "share": v[0] / whole}
+            for k, v in total.items()]
+    return sorted(rows, key=lambda r: -r["ms_per_run"])[:top]
+
+
+def _kernel_profile(torch, fn, row, key, runs=5) -> None:
+    """Where the GPU time of ``fn`` goes, kernel by kernel (torch.profiler's CUPTI trace sees the kernels
+    of every library in the process, accelc's CUDA graph included); printed and saved as row[key]."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                fn()
+            torch.cuda.synchronize()
+        kernels = []
+        for e in prof.events():
+            if str(getattr(e, "device_type", "")).endswith("CUDA"):     # a kernel (or copy) on the GPU
+                kernels.append((e.name, float(e.time_range.elapsed_us())))
+        rows = summarize_kernels(kernels, runs)
+    except Exception as e:     # a profiler that cannot trace here must not cost the benchmark
+        print(f"  (no kernel profile: {type(e).__name__}: {e})", flush=True)
+        return
+    row[key] = rows
+    print(f"  {key}: GPU time by kernel (per run, {runs} runs; layers folded)", flush=True)
+    for r in rows:
+        print(f"    {r['ms_per_run']:8.4f} ms  {r['share'] * 100:5.1f}%  x{r['launches_per_run']:<5g} {r['kernel']}",
+              flush=True)
+
+
 def _torch_compile_peer(torch, model, x, args, row, flops, peak, t_acc, deadline) -> None:
     """Times torch.compile(model, mode=--compile-mode) on x when the case's time allows (under inference_mode)."""
     left = deadline - time.monotonic()
@@ -341,6 +386,8 @@ def _bench_bert(batch: int, args, row, save, deadline):
     print(f"  accelc compile {acc.compile_s:.1f} s ({acc.build})", flush=True)
     t_acc = _report(row, "accelc", "accelc", torch, acc, flops, peak)
     save()
+    _kernel_profile(torch, acc, row, "accelc_kernels")
+    save()
     acc.destroy()
     del acc
     torch.cuda.empty_cache()
@@ -350,6 +397,8 @@ def _bench_bert(batch: int, args, row, save, deadline):
     x = torch.randn(batch, 128, 768, device="cuda", dtype=torch.bfloat16)
     with torch.inference_mode():
         t_eager = _report(row, "eager", "torch eager", torch, lambda: model(x), flops, peak)
+        save()
+        _kernel_profile(torch, lambda: model(x), row, "eager_kernels")
         save()
         _torch_compile_peer(torch, model, x, args, row, flops, peak, t_acc, deadline)
     row["speedup_vs_eager"] = t_eager / t_acc
@@ -416,6 +465,8 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
     row["cosine_vs_fp32"] = cos
     print(f"  cosine vs the fp32 eager model: {cos:.6f}" + ("" if cos > 0.999 else "  !! below 0.999"), flush=True)
     t_acc = _report(row, "accelc", "accelc", torch, lambda: m.run(feeds, out=outs, stream=stream), flops, peak)
+    save()
+    _kernel_profile(torch, lambda: m.run(feeds, out=outs, stream=stream), row, "accelc_kernels")
     save()
     peer_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     model = model.to(peer_dtype)

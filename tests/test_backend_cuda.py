@@ -724,3 +724,20 @@ def test_python_runtime_takes_torch_cuda_tensors(cuda_cache, tmp_path):
     assert b"host memory" in m._lib.accelc_last_error()
     with pytest.raises(AccelcError):
         m.run({v: t.cpu() for v, t in ins.items()}, out=outs)
+
+
+def test_bench_kernel_summary_folds_layers():
+    """bench_cuda's per-kernel table: layers folded together, per run, biggest first."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("bench_cuda", Path(__file__).parents[1] / "bench" / "bench_cuda.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    kernels = [("k__layers_0_norm1_LayerNormalization", 3.0), ("k__layers_1_norm1_LayerNormalization", 5.0),
+               ("cutlass_gemm", 40.0), ("k_attention__layers_0_self_attn", 10.0)] * 2
+    rows = bench.summarize_kernels(kernels, runs=2, top=2)
+    assert [r["kernel"] for r in rows] == ["cutlass_gemm", "k_attention__layers_N_self_attn"]
+    assert rows[0]["ms_per_run"] == pytest.approx(0.040) and rows[0]["launches_per_run"] == 1
+    assert rows[0]["share"] == pytest.approx(80 / 116)
+    norm = bench.summarize_kernels(kernels, runs=2)[2]
+    assert norm["kernel"] == "k__layers_N_norm1_LayerNormalization" and norm["launches_per_run"] == 2

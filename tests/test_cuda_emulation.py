@@ -534,12 +534,17 @@ def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
     """The attention's output, read only by the (bf16) output projection, is stored in bf16 by the
     attention kernel itself; the first LayerNorm, read by the FFN's GEMM and as its residual, stores
     a bf16 copy next to its fp32 output; on h100 the FFN's first GEMM (CUTLASS 3, fp32 bias row) stores
-    its GELU in bf16 for the second: three conversion kernels fewer, and exactly the same results."""
+    its GELU in bf16 for the second: three conversion kernels fewer. The Q, K and V projections store bf16
+    too, which the tensor-core attention would round them to (half the traffic, no kernel to save). The
+    results are exactly the same."""
     from accelc.backends.cuda import codegen
     g = encoder(batch=2, seq=19, compute=BF16)
     feeds = _feeds(g)
     narrowed = _generate(g)
-    assert narrowed.narrowed == 3
+    assert narrowed.narrowed == 6
+    kernel = narrowed.files["accelc_model.cu"]
+    kernel = kernel[kernel.index("__global__", kernel.index("Attention '")):]
+    assert kernel[:kernel.index("{")].count("const __nv_bfloat16* __restrict__") == 3
     assert any(i.element_c == BF16 and i.act == "gelu" for i in narrowed.gemm_instances)
     src = narrowed.files["accelc_model.cu"]
     assert src.count("out_low[base + j] = accelc::from_f32<__nv_bfloat16>(y);") == 1
@@ -581,8 +586,8 @@ def test_operands_with_other_readers_are_not_narrowed():
 def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, monkeypatch):
     """In an exported nn.TransformerEncoder the next layer's QKV projection reads the LayerNorm through a
     Transpose: the bf16 copy gets its own Transpose view. Per layer the attention, both LayerNorms
-    (but not the last, a graph output) and the FFN's first GEMM lose their conversion kernel; the outputs
-    are the same bits."""
+    (but not the last, a graph output) and the FFN's first GEMM lose their conversion kernel, and the packed
+    QKV projection stores bf16 for the tensor-core attention; the outputs are the same bits."""
     pytest.importorskip("torch")
     import accelc
     from accelc.backends.cuda import codegen
@@ -594,7 +599,7 @@ def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, m
     monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
     plain = accelc.compile(str(path), "h200", dtype="bf16", emulate=True, cache_dir=build_cache)
     nb, pb = narrowed.manifest["backend"], plain.manifest["backend"]
-    assert nb["narrowed_operands"] == 7 and pb["kernels"] == nb["kernels"] + 7
+    assert nb["narrowed_operands"] == 9 and pb["kernels"] == nb["kernels"] + 7
     np.testing.assert_array_equal(narrowed.run({"x": x})["y"], plain.run({"x": x})["y"])
 
 

@@ -5,7 +5,8 @@ CUDA lowering does it with a conversion kernel that writes a 16-bit copy of the 
 of the operand is such a GEMM (possibly through Reshape/Flatten/Squeeze/Unsqueeze/Transpose), the producer
 can store the rounded values itself: its kernels compute in fp32 and round once on store, which gives the
 same bits as the conversion kernel did. The conversion kernel disappears and the tensor takes half the
-memory traffic. In an encoder this is the attention's output, read only by the output projection.
+memory traffic. In an encoder this is the attention's output, read only by the output projection. A
+tensor-core attention counts as such a reader of Q, K and V: it rounds them itself as it stages them.
 
 A LayerNorm whose output is also read in fp32 (an encoder's residual) becomes
 ``accelc_cuda.LayerNormalizationTwice``, which stores y twice: in fp32 for those readers and in the
@@ -26,6 +27,7 @@ from ...ir import DType, Graph, Node
 from ...passes import eliminate_dead_code
 from ...passes.manager import PassContext
 from ...ir.ops.elementwise import ELEMENTWISE_OPS
+from .attention_kernel import tensor_core_tiles
 from .attention_pattern import ATTENTION_OP
 from .codegen_linalg import stores_low_exactly
 from .codegen_reduce import LAYERNORM_TWICE
@@ -35,16 +37,23 @@ _PRODUCERS = {ATTENTION_OP, "FusedElementwise", "LayerNormalization", "Softmax"}
 _VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
 
 
-def _gemm_operand_dtype(node: Node, index: int) -> DType | None:
-    """The 16-bit type ``node`` rounds its input ``index`` to, or None when it reads it otherwise."""
-    if node.op != "FusedGemm" or index not in (0, 1) or node.attrs.compute not in LOW:
-        return None
-    return node.attrs.compute
+def _low_operand_dtype(node: Node, index: int, arch) -> DType | None:
+    """The 16-bit type ``node`` rounds its input ``index`` to before using it, or None when it reads it
+    otherwise: a 16-bit GEMM's A and B, and the Q, K and V of an attention that runs on tensor cores (it
+    rounds them as it stages them, and applies the scale to the scores)."""
+    if node.op == "FusedGemm":
+        return node.attrs.compute if index in (0, 1) and node.attrs.compute in LOW else None
+    if node.op == ATTENTION_OP and index in (0, 1, 2) and node.attrs.tensor_core in LOW and arch is not None:
+        a = node.attrs
+        if tensor_core_tiles(a.batch * a.heads, a.sq, a.d, a.dv, arch.sm_count or 1) is not None:
+            return a.tensor_core
+    return None
 
 
-def _readers(graph: Graph, value: str, users) -> tuple[list[tuple[Node, tuple[Node, ...], DType]], bool]:
-    """Walks the readers of ``value`` through views: the 16-bit GEMMs that read it, each as (GEMM, the views
-    between, the type it rounds to), and whether anything else reads it (a graph output included)."""
+def _readers(graph: Graph, value: str, users, arch=None) -> tuple[list[tuple[Node, tuple[Node, ...], DType]], bool]:
+    """Walks the readers of ``value`` through views: the 16-bit GEMMs (and tensor-core attentions) that read
+    it, each as (reader, the views between, the type it rounds to), and whether anything else reads it (a
+    graph output included)."""
     gemms: list[tuple[Node, tuple[Node, ...], DType]] = []
     other = value in graph.outputs
 
@@ -57,7 +66,7 @@ def _readers(graph: Graph, value: str, users) -> tuple[list[tuple[Node, tuple[No
                 else:
                     walk(n.outputs[0], path + (n,))
                 continue
-            dtypes = {_gemm_operand_dtype(n, i) for i, x in enumerate(n.inputs) if x == v}
+            dtypes = {_low_operand_dtype(n, i, arch) for i, x in enumerate(n.inputs) if x == v}
             if None in dtypes or len(dtypes) != 1:
                 other = True
             else:
@@ -73,8 +82,8 @@ def _twice(node: Node, gemms, types):
     y = node.outputs[0]
     if node.op != "LayerNormalization" or any(node.outputs[1:]):
         return None
-    reached = [(n, path, d) for n, path, d in gemms
-               if n.inputs[0] == (path[-1].outputs[0] if path else y) and n.inputs[0] not in n.inputs[1:]]
+    reached = [(n, path, d) for n, path, d in gemms if n.op == "FusedGemm"
+               and n.inputs[0] == (path[-1].outputs[0] if path else y) and n.inputs[0] not in n.inputs[1:]]
     dtypes = {d for *_, d in reached}
     if len(dtypes) != 1:
         return None
@@ -113,7 +122,7 @@ def narrow_gemm_operands(graph: Graph, options=None, arch=None) -> tuple[Graph, 
         if node.op not in _PRODUCERS and node.op != "FusedGemm" or not node.outputs \
                 or types[node.outputs[0]].dtype != DType.float32:
             continue
-        gemms, other = _readers(graph, node.outputs[0], users)
+        gemms, other = _readers(graph, node.outputs[0], users, arch)
         if node.op == "FusedGemm" and not (gemms and stores_low_exactly(graph, node, options, arch, gemms[0][2])):
             continue
         if gemms and not other and len({d for *_, d in gemms}) == 1:

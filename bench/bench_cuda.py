@@ -15,6 +15,8 @@ case still runs; the parent keeps the whole script inside --budget-s, 215 s by d
   (DLPack, ``out=``, torch's current stream). Also printed: the cold or warm compile time, and the cosine
   of accelc's output against the fp32 eager model's. ``--compile-only`` stops after compiling, which
   also works without a GPU (to check the path, or to warm the build cache).
+* any case with ``_sm80`` appended (``bert_b32_sm80``): accelc alone, compiled with ``ACCELC_CUDA_GEMM=sm80``
+  (every GEMM on CUTLASS 2.x), the baseline of the sm_90a CUTLASS 3 GEMMs.
 
 accelc is timed exactly as a user would run it: ``accelc_run_device`` on torch's current stream, with
 CUDA events recorded on that stream around each call (median of 20). The library enqueues all of a run
@@ -59,11 +61,11 @@ def _run_cases(args) -> int:
     failed = []
     for i, case in enumerate(cases):
         later = cases[i + 1:]
-        reserve = sum(MIN_CASE_S[c] for c in later)
+        reserve = sum(MIN_CASE_S[_base(c)] for c in later)
         limit = t_end - time.monotonic() - reserve
         if case == "bert_b1" and "bert_b32" in later:
             limit = min(limit, (t_end - time.monotonic() - RESERVE_S["membound"]) * 0.5)
-        if limit < MIN_CASE_S[case] * 0.5:
+        if limit < MIN_CASE_S[_base(case)] * 0.5:
             print(f"[{case}] SKIPPED: {max(limit, 0):.0f} s left of the --budget-s {args.budget_s:.0f} s budget",
                   flush=True)
             results["cases"][case] = {"status": "skipped (time budget)"}
@@ -111,6 +113,11 @@ def _run_cases(args) -> int:
     return 1 if failed else 0
 
 
+def _base(case: str) -> str:
+    """A case name without its "_sm80" suffix (that variant times accelc alone, its GEMMs on CUTLASS 2.x)."""
+    return case[:-len("_sm80")] if case.endswith("_sm80") else case
+
+
 # ---- child: one case ------------------------------------------------------------------------------------------
 def _child(args) -> int:
     import faulthandler
@@ -123,13 +130,18 @@ def _child(args) -> int:
     def save():
         Path(args.result).write_text(json.dumps(row, default=float))
 
+    case = _base(args.case)
+    if case != args.case:          # the same model with every GEMM on CUTLASS 2.x (the sm_90a kernels' baseline)
+        os.environ["ACCELC_CUDA_GEMM"] = "sm80"
+        args.accelc_only = True
+        row["gemm"] = "sm80"
     try:
-        if args.case.startswith("bert_b"):
-            _bench_bert(int(args.case[len("bert_b"):]), args, row, save, deadline)
-        elif args.case == "membound":
+        if case.startswith("bert_b"):
+            _bench_bert(int(case[len("bert_b"):]), args, row, save, deadline)
+        elif case == "membound":
             _bench_membound(args, row, save)
-        elif args.case in ONNX_CASES:
-            _bench_onnx(*ONNX_CASES[args.case], args, row, save, deadline)
+        elif case in ONNX_CASES:
+            _bench_onnx(*ONNX_CASES[case], args, row, save, deadline)
         else:
             raise ValueError(f"unknown case {args.case}")
     except Exception as e:  # noqa: BLE001 (report, the parent continues with the next case)
@@ -391,6 +403,8 @@ def _bench_bert(batch: int, args, row, save, deadline):
     acc.destroy()
     del acc
     torch.cuda.empty_cache()
+    if getattr(args, "accelc_only", False):
+        return
 
     layer = torch.nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, activation="gelu", batch_first=True)
     model = torch.nn.TransformerEncoder(layer, 12, enable_nested_tensor=False).cuda().eval().to(torch.bfloat16)
@@ -468,6 +482,8 @@ def _bench_onnx(kind: str, batch: int, args, row, save, deadline):
     save()
     _kernel_profile(torch, lambda: m.run(feeds, out=outs, stream=stream), row, "accelc_kernels")
     save()
+    if getattr(args, "accelc_only", False):
+        return
     peer_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     model = model.to(peer_dtype)
     xb = xin.to(peer_dtype)

@@ -5,6 +5,8 @@
 # DLPack runtime, vs eager and torch.compile) is a second command of its own (< 10 minutes):
 #                                    bash tools/run_gpu_checks.sh onnx [bf16|fp16]
 # (the compute dtype of accelc and of the torch peers; bf16 by default)
+# The CUTLASS 2.x baseline of the sm_90a GEMMs (accelc alone, BERT b1/b32 built with ACCELC_CUDA_GEMM=sm80):
+#                                    bash tools/run_gpu_checks.sh sm80
 # Carried wheels (e.g. nvidia-cutlass for the headers) in .whl/ are installed into /tmp/site first.
 # Results go to $OUT (if set) as pytest.txt and bench.json / bench.txt. Whole run: < 9 minutes.
 set -uo pipefail
@@ -20,6 +22,11 @@ if [ "${1:-}" = "onnx" ]; then
   dtype="${2:-bf16}"
   timeout 580 python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32,resnet50_b1,resnet50_b64 \
     --dtype "$dtype" --budget-s 560 --out "$OUT_DIR/bench_onnx_$dtype.json" 2>&1 | tee "$OUT_DIR/bench_onnx_$dtype.txt"
+  exit "${PIPESTATUS[0]}"
+fi
+if [ "${1:-}" = "sm80" ]; then
+  timeout 400 python3 bench/bench_cuda.py --cases bert_b1_sm80,bert_b32_sm80 --budget-s 380 \
+    --out "$OUT_DIR/bench_sm80.json" 2>&1 | tee "$OUT_DIR/bench_sm80.txt"
   exit "${PIPESTATUS[0]}"
 fi
 echo "== gpu tests"

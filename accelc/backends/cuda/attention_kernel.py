@@ -235,6 +235,36 @@ def tensor_core_tiles(heads: int, sq: int, d: int, dv: int, sms: int) -> TensorC
     return None
 
 
+VEC = 8     # 16-bit elements per 16-byte copy when a tile is staged as it is stored
+
+
+def _stage(em, buf: str, src: str, spec, first: str, rows: int, limit: int, cols: int, ld: int, dt, low,
+           threads: int) -> None:
+    """Emits the copy of ``rows`` x ``cols`` of ``src`` (rows from ``first``, through ``spec``) into the
+    shared tile ``buf`` (leading dim ``ld``) in the 16-bit type ``low``; rows at or past ``limit`` are
+    zeros. A source already stored in that type whose columns are contiguous and whose rows start on 16
+    bytes moves 8 elements per 16-byte load (the projection stores them so: ``narrow.py``); others are
+    converted element by element."""
+    T = storage(low)
+    vec = dt == low and spec[4] == 1 and cols % VEC == 0 and ld % VEC == 0 and all(x % VEC == 0 for x in spec[:4])
+    if vec:
+        per_row = cols // VEC
+        with em.block(f"for (int t = threadIdx.x; t < {rows * per_row}; t += {threads})"):
+            em.line(f"const int r = t / {per_row}, d = (t % {per_row}) * {VEC};")
+            em.line(f"accelc::Vec<{T}, {VEC}> w;")
+            with em.block(f"if ({first} + r < {limit})"):
+                address = _address(spec, "b", "h", f"{first} + r", "d")
+                em.line(f"w = *reinterpret_cast<const accelc::Vec<{T}, {VEC}>*>({src} + {address});")
+            with em.block("else"):
+                em.line(f"for (int e = 0; e < {VEC}; ++e) w.v[e] = accelc::from_f32<{T}>(0.0f);")
+            em.line(f"*reinterpret_cast<accelc::Vec<{T}, {VEC}>*>({buf} + r * {ld} + d) = w;")
+        return
+    with em.block(f"for (int t = threadIdx.x; t < {rows * cols}; t += {threads})"):
+        em.line(f"const int r = t / {cols}, d = t % {cols};")
+        value = load_expr(dt, f"{src}[" + _address(spec, "b", "h", f"{first} + r", "d") + "]")
+        em.line(f"{buf}[r * {ld} + d] = accelc::from_f32<{T}>({first} + r < {limit} ? {value} : 0.0f);")
+
+
 def _lower_tensor_core(ctx: LowerCtx, node: Node, t: TensorCoreTiles) -> None:
     a = node.attrs
     q, k, v = node.inputs[:3]
@@ -270,10 +300,7 @@ def _lower_tensor_core(ctx: LowerCtx, node: Node, t: TensorCoreTiles) -> None:
         em.line(f"const int bh = blockIdx.y, q0 = blockIdx.x * {BQt}, b = bh / {H}, h = bh % {H};")
         em.line("const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;")
         em.line("const int row = warp * 16 + (lane >> 1), half = lane & 1, qi = q0 + row;   // 2 lanes a row")
-        with em.block(f"for (int t = threadIdx.x; t < {BQt * D}; t += {threads})"):
-            em.line(f"const int r = t / {D}, d = t % {D};")
-            src = "q[" + _address(a.q, "b", "h", "q0 + r", "d") + "]"
-            em.line(f"sq[r * {t.ldq} + d] = {low}(q0 + r < {Sq} ? {load_expr(dq, src)} : 0.0f);")
+        _stage(em, "sq", "q", a.q, "q0", BQt, Sq, D, t.ldq, dq, a.tensor_core, threads)
         em.line("__syncthreads();")
         em.line(f"{frag_a} qa[{D // 16}];")
         em.line("#pragma unroll")
@@ -290,10 +317,7 @@ def _lower_tensor_core(ctx: LowerCtx, node: Node, t: TensorCoreTiles) -> None:
         with em.block(f"for (int k0 = 0; k0 < {Sk}; k0 += {BKt})"):
             em.line("__syncthreads();   // the previous tiles are no longer read")
             for buf, src_name, spec, cols, ld, dt in (("sk", "k", a.k, D, t.ldk, dk), ("sv", "v", a.v, DV, t.ldv, dv)):
-                with em.block(f"for (int t = threadIdx.x; t < {BKt * cols}; t += {threads})"):
-                    em.line(f"const int s = t / {cols}, d = t % {cols};")
-                    src = f"{src_name}[" + _address(spec, "b", "h", "k0 + s", "d") + "]"
-                    em.line(f"{buf}[s * {ld} + d] = {low}(k0 + s < {Sk} ? {load_expr(dt, src)} : 0.0f);")
+                _stage(em, buf, src_name, spec, "k0", BKt, Sk, cols, ld, dt, a.tensor_core, threads)
             em.line("__syncthreads();")
             em.comment("scores of the warp's 16 rows: S = Q K^T (K's rows are B's columns)")
             em.line("#pragma unroll")

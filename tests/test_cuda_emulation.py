@@ -606,7 +606,8 @@ def test_narrowing_through_views_in_an_exported_encoder(tmp_path, build_cache, m
 def norm_chains() -> "Graph":
     """LayerNorms over elementwise results: a plain residual Add; an Add with a bias row that is also a
     graph output; a pre-norm residual stream read again after its norm; a row too long to keep in
-    registers (4100 > 16 x 256); an fp16 product; and two that must stay apart: an operand broadcast across rows of
+    registers (4100 > 16 x 256); an fp16 product; and two that must stay apart. Two InstanceNorms (per-channel
+    scale and bias, short and long rows) share the norm kernel: an operand broadcast across rows of
     another shape, and a reader placed before the norm."""
     from accelc.ir import Graph, TensorType
     from test_backend_cuda import _attrs, _w
@@ -634,12 +635,18 @@ def norm_chains() -> "Graph":
     n4 = ln(zz, 4100)
     (pp,) = g.add_node("Mul", [p, p])                                    # an fp16 sum is rounded before the norm
     n8 = ln(pp, 64)
+    from accelc.ir.ops.normalization import InstanceNormAttrs
+    outs = []
+    for shape in ((2, 3, 5, 7), (1, 2, 70, 70)):                          # rows of 35 (in registers) and 4900
+        img = g.add_input(f"img{shape[-1]}", TensorType(DType.float32, shape))
+        outs += g.add_node("InstanceNormalization", [img, g.add_constant(1 + _w(shape[1])),
+                                                     g.add_constant(_w(shape[1]))], InstanceNormAttrs(1e-5))
     (h,) = g.add_node("Add", [x, s])                                     # s: one value per position, not row
     n5 = ln(h)
     (k,) = g.add_node("Sub", [x, m])
     (early,) = g.add_node("Relu", [k])                                   # reads k before the norm does
     n6 = ln(k)
-    g.outputs = [d, f, n4, n5, n6, n7, n8, early]
+    g.outputs = [d, f, n4, n5, n6, n7, n8, early] + outs
     return g
 
 
@@ -652,7 +659,7 @@ def test_norm_prologues_give_the_same_bits(build_cache, monkeypatch):
     fused = _generate(g)
     assert fused.norm_prologues == 6
     src = fused.files["accelc_model.cu"]
-    assert src.count("in registers") == 7 and "float v[2];" in src        # 96 = 64 threads x 2, guarded
+    assert src.count("in registers") == 8 and "float v[2];" in src        # 96 = 64 threads x 2, guarded
     assert "if (j < 96)" in src and "x_out[base + j]" in src and "in1[blockIdx.x]" in src
     monkeypatch.setattr(codegen, "fuse_norm_prologues", lambda graph: (graph, 0))
     plain = _generate(g)

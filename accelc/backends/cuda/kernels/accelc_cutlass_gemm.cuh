@@ -23,6 +23,7 @@
 #include "cutlass/gemm/device/gemm_universal.h"
 #include "cutlass/gemm/threadblock/threadblock_swizzle_streamk.h"
 
+#include "accelc_cutlass_launch.cuh"
 #include "accelc_gemm_args.h"
 
 namespace accelc_cutlass {
@@ -77,20 +78,7 @@ struct GemmOf {
   static size_t workspace(const AccelcGemmArgs& p) { return Gemm::get_workspace_size(arguments(p)); }
 
   static cudaError_t run(const AccelcGemmArgs& p, cudaStream_t stream) {
-    const typename Gemm::Arguments args = arguments(p);
-    Gemm gemm;
-    cutlass::Status st = gemm.can_implement(args);
-    if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
-    const size_t need = Gemm::get_workspace_size(args);
-    if (need > p.workspace_bytes || (need && !p.workspace)) return cudaErrorInvalidValue;
-    st = gemm.initialize(args, p.workspace, stream);
-    if (st != cutlass::Status::kSuccess) return cudaErrorInvalidConfiguration;
-    st = gemm.run(stream);
-    if (st != cutlass::Status::kSuccess) {
-      cudaError_t e = cudaGetLastError();
-      return e != cudaSuccess ? e : cudaErrorLaunchFailure;
-    }
-    return cudaSuccess;
+    return launch<Gemm>(arguments(p), p, stream);
   }
 };
 

@@ -23,6 +23,7 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/gemm/kernel/tile_scheduler.hpp"
 
+#include "accelc_cutlass_launch.cuh"
 #include "accelc_gemm_args.h"
 
 namespace accelc_cutlass {
@@ -96,20 +97,7 @@ struct GemmSm90Of {
 
   static cudaError_t run(const AccelcGemmArgs& p, cudaStream_t stream) {
     if (p.batch != 1 || (cute::is_void_v<ElementC> && p.c)) return cudaErrorInvalidValue;
-    const typename Gemm::Arguments args = arguments(p);
-    Gemm gemm;
-    cutlass::Status st = gemm.can_implement(args);
-    if (st != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
-    const size_t need = Gemm::get_workspace_size(args);
-    if (need > p.workspace_bytes || (need && !p.workspace)) return cudaErrorInvalidValue;
-    st = gemm.initialize(args, p.workspace, stream);
-    if (st != cutlass::Status::kSuccess) return cudaErrorInvalidConfiguration;
-    st = gemm.run(stream);
-    if (st != cutlass::Status::kSuccess) {
-      cudaError_t e = cudaGetLastError();
-      return e != cudaSuccess ? e : cudaErrorLaunchFailure;
-    }
-    return cudaSuccess;
+    return launch<Gemm>(arguments(p), p, stream);
   }
 };
 

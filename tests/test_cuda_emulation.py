@@ -547,7 +547,7 @@ def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
     assert kernel[:kernel.index("{")].count("const __nv_bfloat16* __restrict__") == 3
     assert any(i.element_c == BF16 and i.act == "gelu" for i in narrowed.gemm_instances)
     src = narrowed.files["accelc_model.cu"]
-    assert src.count("out_low[base + j] = accelc::from_f32<__nv_bfloat16>(y);") == 1
+    assert src.count("*reinterpret_cast<accelc::Vec<__nv_bfloat16, 4>*>(out_low + base + j) = ls;") == 1
     kernel = src[src.index("__global__", src.index("Attention '")):]
     assert kernel[:kernel.index("{")].endswith("__nv_bfloat16* __restrict__ out) ")
     monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
@@ -635,6 +635,9 @@ def norm_chains() -> "Graph":
     n4 = ln(zz, 4100)
     (pp,) = g.add_node("Mul", [p, p])                                    # an fp16 sum is rounded before the norm
     n8 = ln(pp, 64)
+    wide = g.add_input("wide", TensorType(DType.float32, (3, 1000)))   # 250 runs of 4: 4 per thread, guarded
+    (ww,) = g.add_node("Add", [wide, g.add_constant(_w(1000))])
+    n9 = ln(ww, 1000)
     from accelc.ir.ops.normalization import InstanceNormAttrs
     outs = []
     for shape in ((2, 3, 5, 7), (1, 2, 70, 70)):                          # rows of 35 (in registers) and 4900
@@ -646,7 +649,7 @@ def norm_chains() -> "Graph":
     (k,) = g.add_node("Sub", [x, m])
     (early,) = g.add_node("Relu", [k])                                   # reads k before the norm does
     n6 = ln(k)
-    g.outputs = [d, f, n4, n5, n6, n7, n8, early] + outs
+    g.outputs = [d, f, n4, n5, n6, n7, n8, n9, early] + outs
     return g
 
 
@@ -657,13 +660,14 @@ def test_norm_prologues_give_the_same_bits(build_cache, monkeypatch):
     g = norm_chains()
     feeds = _feeds(g)
     fused = _generate(g)
-    assert fused.norm_prologues == 6
+    assert fused.norm_prologues == 7
     src = fused.files["accelc_model.cu"]
-    assert src.count("in registers") == 8 and "float v[2];" in src        # 96 = 64 threads x 2, guarded
-    assert "if (j < 96)" in src and "x_out[base + j]" in src and "in1[blockIdx.x]" in src
+    assert src.count("in registers") == 9 and src.count("runs of 4 elements") == 8   # 35: one by one
+    assert "float v[4];" in src and "if (j < 96)" in src       # 96 = 24 runs of 4 for 32 threads, guarded
+    assert "(x_out + base + j) = xs;" in src and "in1[blockIdx.x]" in src
     monkeypatch.setattr(codegen, "fuse_norm_prologues", lambda graph: (graph, 0))
     plain = _generate(g)
-    assert plain.kernels == fused.kernels + 6
+    assert plain.kernels == fused.kernels + 7
     got = _run_generated(fused, g, build_cache, feeds)
     want = _run_generated(plain, g, build_cache, feeds)
     ref = evaluate(g, feeds)

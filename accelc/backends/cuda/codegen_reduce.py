@@ -252,6 +252,112 @@ def row_operand_kind(shape, x_shape, axis: int) -> str | None:
     return None
 
 
+NORM_VEC = 4        # row elements a norm thread moves per load and store when rows allow it
+
+
+def _vector_threads(r: int) -> int:
+    """Threads of a norm block that moves rows of ``r`` in runs of NORM_VEC (so that each thread keeps
+    at most MAX_CACHED elements), or 0 when the rows do not split so."""
+    if r % NORM_VEC:
+        return 0
+    runs = r // NORM_VEC
+    threads = min(256, 32 * max(1, -(-runs // (MAX_CACHED // NORM_VEC * 32))))
+    return threads if -(-runs // threads) * NORM_VEC <= MAX_CACHED else 0
+
+
+def _norm_vector_body(k, name: str, params: list[str], r: int, threads: int, sources, kinds, dtypes, body,
+                      x_dtype: DType, store_x: bool, scale_dt: DType, bias_dt: DType | None, odt: DType,
+                      low_dt: DType | None, eps: str, channels: int) -> None:
+    """The norm kernel whose threads own runs of NORM_VEC adjacent row elements: run kk of a thread starts
+    at element (threadIdx.x + kk * threads) * NORM_VEC, is loaded and stored with one vector access per
+    tensor, and stays in registers (v) between the passes. ``channels``: InstanceNorm's scale and bias
+    are per row (modulo channels), else per column."""
+    W = NORM_VEC
+    runs = r // W
+    per = -(-runs // threads)
+
+    def vec(dt: DType) -> str:
+        return f"accelc::Vec<{storage(dt)}, {W}>"
+
+    def over_runs(emit):
+        k.line("#pragma unroll")
+        with k.block(f"for (int kk = 0; kk < {per}; ++kk)"):
+            k.line(f"const int j = (threadIdx.x + kk * {threads}) * {W};")
+            if runs % threads:
+                with k.block(f"if (j < {r})"):
+                    emit()
+            else:
+                emit()
+
+    with k.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
+        k.line("__shared__ float red[32];")
+        k.line(f"const long long base = (long long)blockIdx.x * {r};")
+        k.line(f"float v[{per * W}];")
+        k.line("float s = 0.0f;")
+
+        def first():
+            for n, (kind, dt) in enumerate(zip(kinds, dtypes)):
+                if kind in ("full", "row"):
+                    at = "base + j" if kind == "full" else "j"
+                    k.line(f"const {vec(dt)} p{n} = *reinterpret_cast<const {vec(dt)}*>(in{n} + {at});")
+                else:
+                    at = "blockIdx.x" if kind == "per_row" else "0"
+                    k.line(f"const float q{n} = {load_expr(dt, f'in{n}[{at}]')};")
+            if store_x:
+                k.line(f"{vec(x_dtype)} xs;")
+            k.line("#pragma unroll")
+            with k.block(f"for (int e = 0; e < {W}; ++e)"):
+                loaded = []
+                for n, (kind, dt) in enumerate(zip(kinds, dtypes)):
+                    if kind in ("full", "row"):
+                        k.line(f"const {COMPUTE[dt]} a{n} = {load_expr(dt, f'p{n}.v[e]')};")
+                        loaded.append(f"a{n}")
+                    else:
+                        loaded.append(f"q{n}")
+                k.line(f"const float x = {body(k, loaded)};")
+                k.line(f"v[kk * {W} + e] = x;")
+                k.line("s += x;")
+                if store_x:
+                    k.line(f"xs.v[e] = {store_expr(x_dtype, 'x')};")
+            if store_x:
+                k.line(f"*reinterpret_cast<{vec(x_dtype)}*>(x_out + base + j) = xs;")
+        over_runs(first)
+        k.line(f"const float mean = accelc::block_reduce<accelc::Red::Sum>(s, red) / float({r});")
+        k.line("float q = 0.0f;")
+        k.line("#pragma unroll")
+        with k.block(f"for (int i = 0; i < {per * W}; ++i)"):
+            if runs % threads:
+                k.line(f"if ((threadIdx.x + (i / {W}) * {threads}) * {W} >= {r}) break;")
+            k.line("const float d = v[i] - mean;")
+            k.line("q += d * d;")
+        k.line(f"const float rstd = rsqrtf(accelc::block_reduce<accelc::Red::Sum>(q, red) / float({r}) + {eps});")
+        if channels:
+            k.line(f"const int c = blockIdx.x % {channels};")
+
+        def third():
+            params = [("scale", scale_dt)] + ([("bias", bias_dt)] if bias_dt else [])
+            for p_name, dt in params:
+                if channels:
+                    k.line(f"const float {p_name}_c = {load_expr(dt, f'{p_name}[c]')};")
+                else:
+                    k.line(f"const {vec(dt)} {p_name}_v = *reinterpret_cast<const {vec(dt)}*>({p_name} + j);")
+            k.line(f"{vec(odt)} ys;")
+            if low_dt:
+                k.line(f"{vec(low_dt)} ls;")
+            k.line("#pragma unroll")
+            with k.block(f"for (int e = 0; e < {W}; ++e)"):
+                terms = [f"{p_name}_c" if channels else load_expr(dt, f"{p_name}_v.v[e]") for p_name, dt in params]
+                y = f"(v[kk * {W} + e] - mean) * rstd * {terms[0]}" + (f" + {terms[1]}" if bias_dt else "")
+                k.line(f"const float y = {y};")
+                k.line(f"ys.v[e] = {store_expr(odt, 'y')};")
+                if low_dt:
+                    k.line(f"ls.v[e] = {store_expr(low_dt, 'y')};")
+            k.line(f"*reinterpret_cast<{vec(odt)}*>(out + base + j) = ys;")
+            if low_dt:
+                k.line(f"*reinterpret_cast<{vec(low_dt)}*>(out_low + base + j) = ls;")
+        over_runs(third)
+
+
 def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_row: bool,
                low: str | None = None, prologue: Node | None = None, x_out: str | None = None) -> None:
     """y = (x - mean) / sqrt(var + eps) * scale + bias over rows of length r; scale/bias indexed per
@@ -296,10 +402,15 @@ def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_
     threads = _threads(r)
     per_thread = -(-r // threads)
     cached = per_thread <= MAX_CACHED
+    vec_threads = _vector_threads(r)
     name = ctx.kernel_name()
     k = ctx.kernels
-    k.comment(f"{desc}{node.op} '{node.name}': {rows} rows of {r}, eps {node.attrs.epsilon}"
-              + (f"; each thread keeps its {per_thread} elements of a row in registers" if cached else ""))
+    if vec_threads:
+        k.comment(f"{desc}{node.op} '{node.name}': {rows} rows of {r}, eps {node.attrs.epsilon}; each thread "
+                  f"keeps its {-(-r // (NORM_VEC * vec_threads))} runs of {NORM_VEC} elements of a row in registers")
+    else:
+        k.comment(f"{desc}{node.op} '{node.name}': {rows} rows of {r}, eps {node.attrs.epsilon}"
+                  + (f"; each thread keeps its {per_thread} elements of a row in registers" if cached else ""))
     params = [f"const {storage(ctx.dtype(v))}* __restrict__ in{j}" for j, v in enumerate(sources)]
     params.append(f"const {storage(sp[1])}* __restrict__ scale")
     if bp:
@@ -339,42 +450,48 @@ def _emit_norm(ctx: LowerCtx, node: Node, rows: int, r: int, channels: int, per_
             with k.block(f"for (int j = threadIdx.x; j < {r}; j += blockDim.x)"):
                 stmt("j", None)
 
-    with k.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
-        k.line("__shared__ float red[32];")
-        k.line(f"const long long base = (long long)blockIdx.x * {r};")
-        if cached:
-            k.line(f"float v[{per_thread}];")
-        k.line("float s = 0.0f;")
+    if vec_threads:
+        _norm_vector_body(k, name, params, r, vec_threads, sources, kinds, [ctx.dtype(v) for v in sources], body,
+                          x_dtype, x_out is not None, sp[1], bp[1] if bp else None, odt,
+                          ctx.dtype(low) if low else None, eps, channels if per_row else 0)
+        threads = vec_threads
+    else:
+        with k.block(f"__global__ void __launch_bounds__({threads}) {name}({', '.join(params)})"):
+            k.line("__shared__ float red[32];")
+            k.line(f"const long long base = (long long)blockIdx.x * {r};")
+            if cached:
+                k.line(f"float v[{per_thread}];")
+            k.line("float s = 0.0f;")
 
-        def first(j, kk):
-            x = value_at(j, x_out is not None)
-            if kk:
-                k.line(f"v[{kk}] = {x};")
-            k.line(f"s += {x};")
-        each(first)
-        k.line(f"const float mean = accelc::block_reduce<accelc::Red::Sum>(s, red) / float({r});")
-        k.line("float q = 0.0f;")
+            def first(j, kk):
+                x = value_at(j, x_out is not None)
+                if kk:
+                    k.line(f"v[{kk}] = {x};")
+                k.line(f"s += {x};")
+            each(first)
+            k.line(f"const float mean = accelc::block_reduce<accelc::Red::Sum>(s, red) / float({r});")
+            k.line("float q = 0.0f;")
 
-        def second(j, kk):
-            x = f"v[{kk}]" if kk else value_at(j, False)
-            k.line(f"const float d = {x} - mean;")
-            k.line("q += d * d;")
-        each(second, uses_j=not cached)
-        k.line(f"const float rstd = rsqrtf(accelc::block_reduce<accelc::Red::Sum>(q, red) / float({r}) + {eps});")
-        if per_row:
-            k.line(f"const int c = blockIdx.x % {channels};")
+            def second(j, kk):
+                x = f"v[{kk}]" if kk else value_at(j, False)
+                k.line(f"const float d = {x} - mean;")
+                k.line("q += d * d;")
+            each(second, uses_j=not cached)
+            k.line(f"const float rstd = rsqrtf(accelc::block_reduce<accelc::Red::Sum>(q, red) / float({r}) + {eps});")
+            if per_row:
+                k.line(f"const int c = blockIdx.x % {channels};")
 
-        def third(j, kk):
-            x = f"v[{kk}]" if kk else value_at(j, False)
-            pi = "c" if per_row else j
-            y = f"({x} - mean) * rstd * {load_expr(sp[1], f'scale[{pi}]')}"
-            if bp:
-                y += f" + {load_expr(bp[1], f'bias[{pi}]')}"
-            k.line(f"const float y = {y};")
-            k.line(f"out[base + {j}] = {store_expr(odt, 'y')};")
-            if low:
-                k.line(f"out_low[base + {j}] = {store_expr(ctx.dtype(low), 'y')};")
-        each(third)
+            def third(j, kk):
+                x = f"v[{kk}]" if kk else value_at(j, False)
+                pi = "c" if per_row else j
+                y = f"({x} - mean) * rstd * {load_expr(sp[1], f'scale[{pi}]')}"
+                if bp:
+                    y += f" + {load_expr(bp[1], f'bias[{pi}]')}"
+                k.line(f"const float y = {y};")
+                k.line(f"out[base + {j}] = {store_expr(odt, 'y')};")
+                if low:
+                    k.line(f"out_low[base + {j}] = {store_expr(ctx.dtype(low), 'y')};")
+            each(third)
     k.blank()
     args = [ctx.ptr(v) for v in sources] + [sp[0]] + ([bp[0]] if bp else []) + [ctx.ptr(out)] + \
         ([ctx.ptr(low)] if low else []) + ([ctx.ptr(x_out)] if x_out else [])

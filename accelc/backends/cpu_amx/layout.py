@@ -6,18 +6,11 @@ pixel counts like 7x7 = 49 fill 16-wide vectors badly. In NHWC the output channe
 practice) are the vector axis, each output pixel's receptive field is read in place per kernel tap,
 and a 1x1 convolution is a plain GEMM over the activations (kernels/accelc_gemm.h, conv2d_nhwc_f32).
 
-Rewrite (backend-local, after attention fusion), one forward walk over the nodes:
-
-- an fp32 2-D Conv/FusedConv with constant weights becomes ``accelc_cpu.ConvNhwc`` on the NHWC twins of
-  its input and residual; its weights are packed for the NHWC kernel at compile time;
-- MaxPool/AveragePool (2-D) and elementwise ops (and Concat over channels) whose inputs all have NHWC
-  twins run on the twins (``accelc_cpu.PoolNhwc``, or the same op);
-- GlobalAveragePool/GlobalMaxPool on a twin become a ReduceMean/ReduceMax over the pixel axes, whose
-  [N,1,1,C] result is the NCHW [N,C,1,1] one through a transpose of size-1 axes (a free view).
-
-A value's NCHW form is only produced (by a Transpose) where something still reads it: an op the walk
-does not convert, or a graph output. So a ResNet runs NHWC from the transposed input image to the
-global pooling, with no transposes in between. Values keep their names; the twins are new values.
+Rewrite (backend-local, after attention fusion): the channels-last walk of ``backends/channels_last.py``,
+in which an fp32 2-D Conv/FusedConv with constant weights becomes ``accelc_cpu.ConvNhwc`` on the NHWC
+twins of its input and residual (its weights packed for the NHWC kernel at compile time) and an fp32 2-D
+MaxPool/AveragePool on a twin becomes ``accelc_cpu.PoolNhwc``. A ResNet runs NHWC from the transposed
+input image to the global pooling, with no transposes in between.
 """
 from __future__ import annotations
 
@@ -25,10 +18,8 @@ import os
 from dataclasses import dataclass
 
 from ...ir import DType, Graph, Node
-from ...ir.ops.elementwise import ELEMENTWISE_OPS
 from ...ir.ops.fused import Activation
-from ...ir.ops.reduce import ReduceAttrs
-from ...ir.ops.shape import ConcatAttrs, TransposeAttrs
+from ..channels_last import TO_NCHW, TO_NHWC, NhwcWalk, to_channels_last  # noqa: F401  (re-exported)
 from . import packing
 from .codegen_context import LowerCtx, lowering, numel, static_shape
 from .codegen_linalg import conv_parts, emit_epilogue, f32_operand
@@ -36,8 +27,6 @@ from .tuning import Site
 
 CONV_OP = "accelc_cpu.ConvNhwc"
 POOL_OP = "accelc_cpu.PoolNhwc"
-TO_NHWC = (0, 2, 3, 1)
-TO_NCHW = (0, 3, 1, 2)
 # Opt-out for comparisons and debugging: ACCELC_CPU_LAYOUT=nchw keeps every convolution NCHW.
 LAYOUT_ENV = "ACCELC_CPU_LAYOUT"
 
@@ -60,10 +49,6 @@ class PoolNhwcAttrs:
     pads_end: tuple[int, int]
     dilations: tuple[int, int]
     count_include_pad: bool = False
-
-
-def _permuted(shape, perm) -> tuple[int, ...]:
-    return tuple(shape[p] for p in perm)
 
 
 def _conv_shape(graph: Graph, node: Node) -> tuple[int, ...] | None:
@@ -136,96 +121,22 @@ def to_nhwc(graph: Graph, winograd: bool = True) -> tuple[Graph, int]:
     convolutions (:func:`winograd_tile`)."""
     if os.environ.get(LAYOUT_ENV, "").lower() == "nchw":
         return graph, 0
-    g = graph.copy()
-    nodes: list[Node] = []
-    twin: dict[str, str] = {}          # NCHW value -> its NHWC twin
-    pending: set[str] = set()          # NCHW values known only through their twin so far
-    converted = 0
 
-    def new_value(base: str, like: str, shape) -> str:
-        name = g.fresh_name(base)
-        g.types[name] = g.types[like].with_shape(tuple(shape))
-        return name
-
-    def nhwc(v: str) -> str:
-        if v not in twin:
-            t = new_value(f"{v}_nhwc", v, _permuted(static_shape(g, v), TO_NHWC))
-            nodes.append(Node("Transpose", (v,), (t,), TransposeAttrs(TO_NHWC), f"{v}_to_nhwc"))
-            twin[v] = t
-        return twin[v]
-
-    def need_nchw(v: str) -> None:
-        if v in pending:
-            nodes.append(Node("Transpose", (twin[v],), (v,), TransposeAttrs(TO_NCHW), f"{v}_to_nchw"))
-            pending.discard(v)
-
-    def produce(out: str) -> str:
-        """The NHWC twin a converted node writes instead of ``out``."""
-        t = new_value(f"{out}_nhwc", out, _permuted(static_shape(g, out), TO_NHWC))
-        twin[out] = t
-        pending.add(out)
-        return t
-
-    def scalar_const(v: str) -> bool:
-        return v in g.constants and g.constants[v].size == 1
-
-    for node in graph.nodes:
+    def convert(w: NhwcWalk, node: Node) -> bool:
         shape = _conv_shape(graph, node)
-        if shape is not None:
-            _, act, _, x, w, bias, res = conv_parts(node)
-            out = node.outputs[0]
-            ins = (nhwc(x), w, bias, nhwc(res) if res else "")
-            y = produce(out)
-            tile = winograd_tile(shape) if winograd else 0
-            nodes.append(Node(CONV_OP, ins, (y,), ConvNhwcAttrs(shape, act, tile), node.name))
-            converted += 1
-            continue
-        inputs = [i for i in node.inputs if i]
-        if node.op in ("MaxPool", "AveragePool") and inputs and inputs[0] in twin:
-            attrs = _pool_attrs(graph, node)
-            if attrs is not None:
-                out = node.outputs[0]
-                y = produce(out)
-                nodes.append(Node(POOL_OP, (twin[inputs[0]],), (y,), attrs, node.name))
-                continue
-        if node.op in ("GlobalAveragePool", "GlobalMaxPool") and inputs[0] in twin \
-                and graph.types[inputs[0]].dtype == DType.float32 and len(static_shape(graph, inputs[0])) == 4:
-            out = node.outputs[0]
-            n, c = static_shape(graph, out)[:2]
-            pooled = new_value(f"{out}_nhwc", out, (n, 1, 1, c))
-            op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
-            nodes.append(Node(op, (twin[inputs[0]],), (pooled,), ReduceAttrs((1, 2), True), node.name))
-            nodes.append(Node("Transpose", (pooled,), (out,), TransposeAttrs(TO_NCHW), f"{out}_to_nchw"))
-            continue
-        if node.op == "Concat" and len(node.outputs) == 1 and inputs and all(i in twin for i in inputs):
-            rank = len(static_shape(graph, inputs[0]))
-            axis = node.attrs.axis % rank if rank else 0
-            if rank == 4:
-                out = node.outputs[0]
-                y = produce(out)
-                nodes.append(Node("Concat", tuple(twin[i] for i in inputs), (y,), ConcatAttrs(TO_NHWC.index(axis)),
-                                  node.name))
-                continue
-        if (node.op in ELEMENTWISE_OPS or node.op == "FusedElementwise") and len(node.outputs) == 1 and inputs:
-            tensors = [i for i in inputs if not scalar_const(i)]
-            out_shape = static_shape(graph, node.outputs[0])
-            if tensors and all(i in twin and static_shape(graph, i) == out_shape for i in tensors) \
-                    and len(out_shape) == 4:
-                out = node.outputs[0]
-                y = produce(out)
-                nodes.append(Node(node.op, tuple(twin.get(i, i) if i else i for i in node.inputs), (y,), node.attrs,
-                                  node.name))
-                continue
-        for i in inputs:
-            need_nchw(i)
-        nodes.append(node)
-    if not converted:     # no convolution: nothing else was converted either (twins come from them)
-        return graph, 0
-    for v in graph.outputs:
-        need_nchw(v)
-    g.nodes = nodes
-    g.remove_unused_values()
-    return g, converted
+        if shape is None:
+            return False
+        _, act, _, x, wt, bias, res = conv_parts(node)
+        ins = (w.nhwc(x), wt, bias, w.nhwc(res) if res else "")
+        y = w.produce(node.outputs[0])
+        tile = winograd_tile(shape) if winograd else 0
+        w.nodes.append(Node(CONV_OP, ins, (y,), ConvNhwcAttrs(shape, act, tile), node.name))
+        return True
+
+    def pool(g: Graph, node: Node):
+        attrs = _pool_attrs(g, node)
+        return None if attrs is None else (POOL_OP, attrs)
+    return to_channels_last(graph, convert, pool)
 
 
 # ---- lowering --------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ case still runs; the parent keeps the whole script inside --budget-s, 215 s by d
   of accelc's output against the fp32 eager model's. ``--compile-only`` stops after compiling, which
   also works without a GPU (to check the path, or to warm the build cache).
 * any case with ``_sm80`` appended (``bert_b32_sm80``): accelc alone, compiled with ``ACCELC_CUDA_GEMM=sm80``
-  (every GEMM on CUTLASS 2.x), the baseline of the sm_90a CUTLASS 3 GEMMs.
+  (every GEMM on CUTLASS 2.x), the baseline of the sm_90a CUTLASS 3 GEMMs; with ``_nchw`` appended
+  (``resnet50_b64_nchw``): accelc alone, compiled with ``ACCELC_CUDA_LAYOUT=nchw`` (im2col + batched GEMM
+  convolutions), the baseline of the channels-last ones.
 
 accelc is timed exactly as a user would run it: ``accelc_run_device`` on torch's current stream, with
 CUDA events recorded on that stream around each call (median of 20). The library enqueues all of a run
@@ -113,9 +115,16 @@ def _run_cases(args) -> int:
     return 1 if failed else 0
 
 
+_BASELINES = {"_sm80": ("ACCELC_CUDA_GEMM", "sm80"), "_nchw": ("ACCELC_CUDA_LAYOUT", "nchw")}
+
+
 def _base(case: str) -> str:
-    """A case name without its "_sm80" suffix (that variant times accelc alone, its GEMMs on CUTLASS 2.x)."""
-    return case[:-len("_sm80")] if case.endswith("_sm80") else case
+    """A case name without its baseline suffix ("_sm80": every GEMM on CUTLASS 2.x; "_nchw": NCHW
+    convolutions); such a variant times accelc alone."""
+    for suffix in _BASELINES:
+        if case.endswith(suffix):
+            return case[:-len(suffix)]
+    return case
 
 
 # ---- child: one case ------------------------------------------------------------------------------------------
@@ -131,10 +140,11 @@ def _child(args) -> int:
         Path(args.result).write_text(json.dumps(row, default=float))
 
     case = _base(args.case)
-    if case != args.case:          # the same model with every GEMM on CUTLASS 2.x (the sm_90a kernels' baseline)
-        os.environ["ACCELC_CUDA_GEMM"] = "sm80"
+    if case != args.case:          # the same model built as a baseline of the newer code paths
+        var, value = _BASELINES[args.case[len(case):]]
+        os.environ[var] = value
         args.accelc_only = True
-        row["gemm"] = "sm80"
+        row["baseline"] = f"{var}={value}"
     try:
         if case.startswith("bert_b"):
             _bench_bert(int(case[len("bert_b"):]), args, row, save, deadline)

@@ -87,6 +87,39 @@ def cnn(batch=2, c=3, hw=17, compute=F32) -> Graph:
     return g
 
 
+def resnet(batch=2, hw=20, compute=F32) -> Graph:
+    """A ResNet stem and bottleneck as the passes leave them: a 3x3 stride-2 stem on the NCHW image (3
+    channels: an unaligned im2col), MaxPool, a bottleneck with 1x1 / 3x3 / 1x1 convolutions and a strided
+    1x1 downsample as the residual, a dilated 3x3 over 12 channels (not a multiple of 8) with an unfused
+    Add + Relu on two convolutions, global pooling and the classifier."""
+    from accelc.ir.ops.conv import ConvAttrs, PoolAttrs
+    g = Graph("resnet")
+    x = g.add_input("x", TensorType(F32, (batch, 3, hw, hw)))
+
+    def conv(inp, cin, cout, k, stride=1, pad=0, act="relu", residual=None, dilation=1, bias=True):
+        ins = [inp, g.add_constant(_w(cout, cin, k, k)), g.add_constant(_w(cout)) if bias else ""]
+        ins += [residual] if residual else []
+        attrs = ConvAttrs(kernel_shape=(k, k), strides=(stride, stride), pads=(pad,) * 4, dilations=(dilation,) * 2)
+        return g.add_node("FusedConv", ins, FusedConvAttrs(attrs, Activation(act), compute))[0]
+
+    s = conv(x, 3, 16, 3, stride=2, pad=1)
+    (p,) = g.add_node("MaxPool", [s], PoolAttrs(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)))
+    down = conv(p, 16, 32, 1, stride=2, act="none")
+    h = conv(p, 16, 8, 1)
+    h = conv(h, 8, 8, 3, stride=2, pad=1)
+    y = conv(h, 8, 32, 1, residual=down)
+    a = conv(y, 32, 12, 1, bias=False, act="none")
+    b = conv(a, 12, 12, 3, pad=2, dilation=2, act="none")
+    c = conv(a, 12, 12, 1, act="none")
+    (r,) = g.add_node("Add", [b, c])
+    (r,) = g.add_node("Relu", [r])
+    (gp,) = g.add_node("GlobalAveragePool", [r])
+    (f,) = g.add_node("Flatten", [gp], _attrs("Flatten", axis=1))
+    (o,) = g.add_node("FusedGemm", [f, g.add_constant(_w(12, 5)), g.add_constant(_w(5))], FusedGemmAttrs(compute=compute))
+    g.outputs = [o]
+    return g
+
+
 def encoder(batch=2, seq=19, d=64, heads=4, ffn=128, compute=F32) -> Graph:
     """A BERT-style post-norm encoder layer as the passes leave it (FusedGemm, attention pattern)."""
     g = Graph("encoder")

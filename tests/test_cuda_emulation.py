@@ -307,7 +307,7 @@ def test_wmma_fragments_multiply_and_catch_missing_syncs(tmp_path):
 from accelc.backends.cuda import CudaBackend  # noqa: E402
 from accelc.runtime.module import CompiledModule  # noqa: E402
 from accelc.targets import get_target  # noqa: E402
-from test_backend_cuda import _cosine, _feeds, _pack, _signature, cnn, encoder, families, mlp  # noqa: E402
+from test_backend_cuda import _cosine, _feeds, _pack, _signature, cnn, encoder, families, mlp, resnet  # noqa: E402
 
 
 def _load(files: dict, manifest: dict, graph, target: str, cache) -> CompiledModule:
@@ -530,17 +530,18 @@ def test_a_broken_tensor_core_attention_is_caught(mutation, build_cache):
     assert not np.allclose(got, want, atol=2e-2)
 
 
-def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
+@pytest.mark.parametrize("target", ["h100", "a100"])
+def test_narrowed_gemm_operands_give_the_same_bits(target, build_cache, monkeypatch):
     """The attention's output, read only by the (bf16) output projection, is stored in bf16 by the
     attention kernel itself; the first LayerNorm, read by the FFN's GEMM and as its residual, stores
-    a bf16 copy next to its fp32 output; on h100 the FFN's first GEMM (CUTLASS 3, fp32 bias row) stores
-    its GELU in bf16 for the second: three conversion kernels fewer. The Q, K and V projections store bf16
-    too, which the tensor-core attention would round them to (half the traffic, no kernel to save). The
-    results are exactly the same."""
+    a bf16 copy next to its fp32 output; the FFN's first GEMM (fp32 bias row: CUTLASS 3 on h100,
+    CUTLASS 2.x's GemmBiasOf on a100) stores its GELU in bf16 for the second: three conversion kernels
+    fewer. The Q, K and V projections store bf16 too, which the tensor-core attention would round them to
+    (half the traffic, no kernel to save). The results are exactly the same."""
     from accelc.backends.cuda import codegen
     g = encoder(batch=2, seq=19, compute=BF16)
     feeds = _feeds(g)
-    narrowed = _generate(g)
+    narrowed = _generate(g, target)
     assert narrowed.narrowed == 6
     kernel = narrowed.files["accelc_model.cu"]
     kernel = kernel[kernel.index("__global__", kernel.index("Attention '")):]
@@ -551,7 +552,7 @@ def test_narrowed_gemm_operands_give_the_same_bits(build_cache, monkeypatch):
     kernel = src[src.index("__global__", src.index("Attention '")):]
     assert kernel[:kernel.index("{")].endswith("__nv_bfloat16* __restrict__ out) ")
     monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
-    plain = _generate(g)
+    plain = _generate(g, target)
     assert plain.narrowed == 0 and plain.kernels == narrowed.kernels + 3
     out = g.outputs[0]
     got = _run_generated(narrowed, g, build_cache, feeds)[out]
@@ -746,10 +747,68 @@ def test_hopper_gemms_fuse_bias_and_residual(build_cache, monkeypatch):
         np.testing.assert_allclose(got[v].astype(np.float32), want[v].astype(np.float32), rtol=tol, atol=tol)
     monkeypatch.setenv("ACCELC_CUDA_GEMM", "sm80")
     old = _generate(g)
-    assert not any(i.family == "sm90" for i in old.gemm_instances)
-    assert old.files["accelc_model.cu"].count("for the GEMM epilogue") == 2
+    assert {i.family for i in old.gemm_instances} == {"sm80bias"}
+    assert "for the GEMM epilogue" not in old.files["accelc_model.cu"]
+    got80 = _run_generated(old, g, build_cache, feeds)
+    for v in g.outputs:           # the same arithmetic in the same order
+        np.testing.assert_array_equal(got80[v], got[v])
     monkeypatch.delenv("ACCELC_CUDA_GEMM")
-    assert not any(i.family == "sm90" for i in _generate(g, "a100").gemm_instances)
+    assert {i.family for i in _generate(g, "a100").gemm_instances} == {"sm80bias"}
+
+
+def test_sm80_bias_row_gemms_fuse_what_the_c_slot_cannot():
+    """CUTLASS 2.x keeps the bias in C where that loses nothing: an fp32 result without a residual. A bias
+    that is not a constant row, or a batch, keep the plain instantiation (the first with its C map kernel)."""
+    from accelc.ir import Graph, TensorType
+    from accelc.ir.ops.fused import FusedGemmAttrs
+    from test_backend_cuda import _w
+    g = Graph("sm80")
+    x = g.add_input("x", TensorType(DType.float32, (24, 40)))
+    bias_in = g.add_input("b", TensorType(DType.float32, (32,)))
+    xb = g.add_input("xb", TensorType(DType.float32, (3, 24, 40)))
+    w, b = g.add_constant(_w(40, 32)), g.add_constant(_w(32))
+    (plain,) = g.add_node("FusedGemm", [x, w, b], FusedGemmAttrs(compute=BF16))
+    (runtime_bias,) = g.add_node("FusedGemm", [x, w, bias_in], FusedGemmAttrs(compute=BF16))
+    wb = g.add_constant(_w(3, 40, 32))
+    (batched,) = g.add_node("FusedGemm", [xb, wb, b], FusedGemmAttrs(compute=BF16))
+    g.outputs = [plain, runtime_bias, batched]
+    gen = _generate(g, "a100")
+    assert gen.gemm_instances and all(i.family == "sm80" for i in gen.gemm_instances)
+    assert gen.files["accelc_model.cu"].count("for the GEMM epilogue") == 1
+
+
+def test_sm80_bias_row_stand_in_refuses_what_cutlass_would(tmp_path):
+    """The emulator's GemmBiasOf stand-in computes act(beta*C + (alpha*acc + bias)) and fails a call whose
+    bias row is missing or not aligned to its vectors, or that has a batch, as CUTLASS 2.x would."""
+    out = _run_cuda(tmp_path, r"""
+  alignas(32) float a[16 * 8];
+  alignas(32) float b[8 * 8];
+  alignas(32) float c[16 * 8];
+  alignas(32) float d[16 * 8];
+  alignas(32) float bias[8 + 1];
+  alignas(16) float ws[64];
+  for (int i = 0; i < 16 * 8; ++i) { a[i] = float(i % 7) - 3.0f; c[i] = float(i % 5); }
+  for (int i = 0; i < 8 * 8; ++i) b[i] = float(i % 3) - 1.0f;
+  for (int j = 0; j < 9; ++j) bias[j] = 0.25f * j;
+  AccelcGemmArgs p{16, 8, 8, 1, a, 8, 0, b, 8, 0, c, 8, 0, d, 8, 0, 2.0f, 0.5f, bias, ws, sizeof ws};
+  using accelc_emu::Act;
+  printf("%d\n", (int)accelc_emu::gemm_bias<float, false, true, float, Act::ReLu, 4, 4, 4>(p, "ok"));
+  double err = 0;
+  for (int i = 0; i < 16; ++i) for (int j = 0; j < 8; ++j) {
+    float acc = 0; for (int k = 0; k < 8; ++k) acc += a[i * 8 + k] * b[j * 8 + k];
+    err += fabs(d[i * 8 + j] - fmaxf(0.5f * c[i * 8 + j] + (2.0f * acc + bias[j]), 0.0f));
+  }
+  printf("%g\n", err);
+  AccelcGemmArgs q = p; q.bias = bias + 1;
+  printf("%d\n", (int)accelc_emu::gemm_bias<float, false, true, float, Act::ReLu, 4, 4, 4>(q, "shifted bias"));
+  AccelcGemmArgs r = p; r.bias = nullptr;
+  printf("%d\n", (int)accelc_emu::gemm_bias<float, false, true, float, Act::ReLu, 4, 4, 4>(r, "no bias"));
+  AccelcGemmArgs s = p; s.batch = 2;
+  printf("%d\n", (int)accelc_emu::gemm_bias<float, false, true, float, Act::ReLu, 4, 4, 4>(s, "batched"));
+""", kernels='#include "accelc_emu_gemm.h"\n')
+    lines = out.split()
+    assert lines[0] == "0" and float(lines[1]) == 0.0
+    assert lines[2:] == ["716", "1", "1"]      # cudaErrorMisalignedAddress, cudaErrorInvalidValue twice
 
 
 def test_hopper_gemm_stand_in_refuses_what_tma_cannot_describe(tmp_path):
@@ -786,9 +845,9 @@ def test_hopper_gemm_stand_in_refuses_what_tma_cannot_describe(tmp_path):
 
 
 def test_gemm_producers_narrow_only_where_the_epilogue_is_exact(monkeypatch):
-    """A GEMM read only by a bf16 GEMM stores bf16 itself on h100 (CUTLASS 3, fp32 bias row), not on a100
-    (CUTLASS 2.x would read the bias in bf16), not with an activation CUTLASS does not fuse (a second
-    rounding), and not when ACCELC_CUDA_GEMM=sm80."""
+    """A GEMM read only by a bf16 GEMM stores bf16 itself: on h100 (CUTLASS 3, fp32 bias row) and on a100
+    or with ACCELC_CUDA_GEMM=sm80 (CUTLASS 2.x's GemmBiasOf, fp32 bias row), but not with an activation
+    CUTLASS does not fuse (a second rounding), nor on a100 with an fp32 residual (C is in D's type there)."""
     from dataclasses import replace
     from accelc.backends.cuda.arch import arch_for
     from accelc.backends.cuda.narrow import narrow_gemm_operands
@@ -800,10 +859,103 @@ def test_gemm_producers_narrow_only_where_the_epilogue_is_exact(monkeypatch):
     def narrowed(graph, target):
         out, _ = narrow_gemm_operands(graph, opts, arch_for(get_target(target)))
         return out.types[ffn1.outputs[0]].dtype == BF16
-    assert narrowed(g, "h100") and narrowed(g, "h200") and not narrowed(g, "a100") and not narrowed(g, "l40s")
+    assert all(narrowed(g, t) for t in ("h100", "h200", "a100", "l40s"))
     leaky = g.copy()
     leaky.nodes = [replace(n, attrs=replace(n.attrs, activation=Activation("leaky_relu", alpha=0.1)))
                    if n is ffn1 else n for n in g.nodes]
-    assert not narrowed(leaky, "h100")
+    assert not narrowed(leaky, "h100") and not narrowed(leaky, "a100")
+    from accelc.ir import TensorType
+    with_residual = g.copy()          # an fp32 residual of FFN1's shape
+    with_residual.types = dict(g.types)
+    with_residual.types["r"] = TensorType(DType.float32, g.types[ffn1.outputs[0]].shape)
+    with_residual.inputs = list(g.inputs) + ["r"]
+    with_residual.nodes = [replace(n, inputs=tuple(n.inputs[:3]) + ("r",)) if n is ffn1 else n for n in g.nodes]
+    assert narrowed(with_residual, "h100") and not narrowed(with_residual, "a100")
     monkeypatch.setenv("ACCELC_CUDA_GEMM", "sm80")
-    assert not narrowed(g, "h100")
+    assert narrowed(g, "h100") and not narrowed(with_residual, "h100")
+
+
+# ---- channels-last convolutions (layout.py) ------------------------------------------------------------------
+def _low_and_fp32(g):
+    """The interpreter's results for graph ``g`` and for the same graph with fp32 products."""
+    import dataclasses
+    fp32 = g.copy()
+    fp32.nodes = [dataclasses.replace(n, attrs=dataclasses.replace(n.attrs, compute=DType.float32))
+                  if n.op in ("FusedGemm", "FusedConv") else n for n in g.nodes]
+    feeds = _feeds(g)
+    return feeds, evaluate(g, feeds), evaluate(fp32, feeds)
+
+
+@pytest.mark.parametrize("target,compute", [("h200", DType.float32), ("h200", FP16), ("h200", BF16), ("a100", BF16)])
+def test_channels_last_convolutions_match_reference(target, compute, build_cache):
+    """Every single-group convolution of a ResNet stem and bottleneck runs as an NHWC GEMM (an im2col first
+    unless it is 1x1, stride 1, unpadded), pooling runs NHWC, and the results match the interpreter: fp32 to
+    2e-4, 16-bit within the numerics contract of the fp32 model and equal (up to summation order) to the
+    interpreter's 16-bit graph."""
+    g = resnet(compute=compute)
+    feeds, want_low, want_fp32 = _low_and_fp32(g)
+    gen = _generate(g, target)
+    assert gen.channels_last == 8
+    src = gen.files["accelc_model.cu"]
+    assert src.count("// accelc_cuda.Im2colNhwc") == 4 and "PoolNhwc 'maxpool" in src and ", NHWC" in src
+    assert "direct convolution" not in src and "implicit by im2col" not in src
+    m = _emulated(g, build_cache, target)
+    got = m.run(feeds)[g.outputs[0]]
+    if compute == DType.float32:
+        np.testing.assert_allclose(got, want_fp32[g.outputs[0]], rtol=2e-4, atol=2e-4)
+        return
+    assert _cosine(got, want_fp32[g.outputs[0]]) > (0.999 if compute == BF16 else 0.99999)
+    assert _cosine(got, want_low[g.outputs[0]]) > 0.99999
+    assert not np.array_equal(got, want_fp32[g.outputs[0]])
+
+
+def test_nchw_layout_stays_available(build_cache, monkeypatch):
+    """ACCELC_CUDA_LAYOUT=nchw keeps the im2col + batched GEMM convolutions; both layouts compute the same
+    numbers up to summation order."""
+    g = resnet(compute=DType.float32)
+    feeds = _feeds(g)
+    nhwc = _emulated(g, build_cache, "h200").run(feeds)[g.outputs[0]]
+    monkeypatch.setenv("ACCELC_CUDA_LAYOUT", "nchw")
+    gen = _generate(g, "h200")
+    assert gen.channels_last == 0 and "implicit by im2col" in gen.files["accelc_model.cu"]
+    nchw = _emulated(g, build_cache, "h200").run(feeds)[g.outputs[0]]
+    np.testing.assert_allclose(nhwc, nchw, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_narrowing_gives_the_same_bits(build_cache, monkeypatch):
+    """On h200 in fp16 the convolutions read only by an im2col or a 1x1 convolution store fp16 themselves
+    (CUTLASS 3, fp32 bias row), as does the MaxPool: the im2col of a 16-bit input is a 16-byte copy. The
+    bits are those of the fp32 stores plus conversion kernels."""
+    from accelc.backends.cuda import codegen
+    g = resnet(compute=FP16)
+    feeds = _feeds(g)
+    narrowed = _generate(g, "h200")
+    src = narrowed.files["accelc_model.cu"]
+    assert narrowed.narrowed == 4
+    assert "using V = accelc::Vec<__half, 8>;" in src            # the bottleneck's 3x3 im2col copies fp16
+    monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
+    plain = _generate(g, "h200")
+    assert plain.kernels > narrowed.kernels
+    out = g.outputs[0]
+    np.testing.assert_array_equal(_run_generated(narrowed, g, build_cache, feeds)[out],
+                                  _run_generated(plain, g, build_cache, feeds)[out])
+
+
+@pytest.mark.parametrize("mutation", ["taps", "stride"])
+def test_a_broken_im2col_is_caught(mutation, build_cache):
+    """The check can fail: kernel rows and columns swapped in the dilated 3x3's patches, or the strided
+    downsample's rows read without the stride, disagree with the reference."""
+    g = resnet(compute=DType.float32)
+    feeds = _feeds(g)
+    gen = _generate(g, "h200")
+    src = gen.files["accelc_model.cu"]
+    if mutation == "taps":
+        old = "(tap / 3) * 2, w = ow * 1 - 2 + (tap % 3) * 2"
+        new = "(tap % 3) * 2, w = ow * 1 - 2 + (tap / 3) * 2"
+    else:
+        old = "const int h = oh * 2 - 0 + (tap / 1) * 1"
+        new = "const int h = oh * 1 - 0 + (tap / 1) * 1"
+    assert src.count(old) == 1
+    gen.files["accelc_model.cu"] = src.replace(old, new)
+    got = _run_generated(gen, g, build_cache, feeds)[g.outputs[0]]
+    assert not np.allclose(got, evaluate(g, feeds)[g.outputs[0]], rtol=2e-4, atol=2e-4)

@@ -5,7 +5,8 @@
 # DLPack runtime, vs eager and torch.compile) is a second command of its own (< 10 minutes):
 #                                    bash tools/run_gpu_checks.sh onnx [bf16|fp16]
 # (the compute dtype of accelc and of the torch peers; bf16 by default)
-# The CUTLASS 2.x baseline of the sm_90a GEMMs (accelc alone, BERT b1/b32 built with ACCELC_CUDA_GEMM=sm80):
+# Baselines, accelc alone: BERT b1/b32 with every GEMM on CUTLASS 2.x (ACCELC_CUDA_GEMM=sm80, the baseline
+# of the sm_90a GEMMs) and ResNet-50 b64 with NCHW convolutions (ACCELC_CUDA_LAYOUT=nchw):
 #                                    bash tools/run_gpu_checks.sh sm80
 # Carried wheels (e.g. nvidia-cutlass for the headers) in .whl/ are installed into /tmp/site first.
 # Results go to $OUT (if set) as pytest.txt and bench.json / bench.txt. Whole run: < 9 minutes.
@@ -25,7 +26,7 @@ if [ "${1:-}" = "onnx" ]; then
   exit "${PIPESTATUS[0]}"
 fi
 if [ "${1:-}" = "sm80" ]; then
-  timeout 400 python3 bench/bench_cuda.py --cases bert_b1_sm80,bert_b32_sm80 --budget-s 380 \
+  timeout 500 python3 bench/bench_cuda.py --cases bert_b1_sm80,bert_b32_sm80,resnet50_b64_nchw --budget-s 480 \
     --out "$OUT_DIR/bench_sm80.json" 2>&1 | tee "$OUT_DIR/bench_sm80.txt"
   exit "${PIPESTATUS[0]}"
 fi

@@ -74,6 +74,7 @@ class CudaBackend:
             "arena_bytes": gen.arena_bytes, "arena_naive_bytes": gen.naive_bytes, "weights_bytes": len(gen.weights),
             "kernels": gen.kernels, "gemm_instances": sorted(gen.gemm_sources), "fused_attention": gen.attention_nodes,
             "narrowed_operands": gen.narrowed, "fused_norm_prologues": gen.norm_prologues,
+            "channels_last_convs": gen.channels_last,
             "cuda_graph": not options.debug and not emulate,
             "build": {"generate_s": round(t_gen, 3), "build_s": round(t_build, 3), **stats},
         }

@@ -4,6 +4,7 @@ Order of work:
 1. ``attention_pattern.legalize`` rewrites attention subgraphs into ``accelc_cuda.Attention`` nodes
    handled by a fused kernel (backend-local, see that module).
 2. Nodes whose inputs are all constants are evaluated at compile time (their outputs become weights);
+   ``layout.channels_last`` turns convolutions into NHWC GEMMs (with an im2col where they need one);
    then ``narrow.narrow_gemm_operands`` lets producers whose only readers are 16-bit GEMMs store the
    16-bit values themselves (no conversion kernel; same bits), and ``fuse_norm.fuse_norm_prologues``
    lets each LayerNorm compute its input (an encoder's residual Add) as it loads it.
@@ -30,6 +31,7 @@ from . import attention_kernel  # noqa: F401
 from .arch import Arch
 from .attention_pattern import legalize
 from .fuse_norm import fuse_norm_prologues
+from .layout import channels_last
 from .narrow import narrow_gemm_operands
 from .lowering import LOWERINGS, LowerCtx, storage
 
@@ -46,6 +48,7 @@ class Generated:
     attention_nodes: int = 0
     narrowed: int = 0                       # producers that store 16-bit GEMM operands themselves
     norm_prologues: int = 0                 # LayerNorms that compute their elementwise input themselves
+    channels_last: int = 0                  # convolutions run as NHWC GEMMs
     notes: list[str] = field(default_factory=list)
 
 
@@ -71,6 +74,7 @@ def fold_constant_nodes(graph: Graph) -> Graph:
 def generate(graph: Graph, arch: Arch, options) -> Generated:
     graph, n_attention = legalize(graph)
     graph = fold_constant_nodes(graph)
+    graph, n_nhwc = channels_last(graph)
     graph, n_narrowed = narrow_gemm_operands(graph, options, arch)
     graph, n_prologues = fuse_norm_prologues(graph)
     ctx = LowerCtx(graph, options, arch)
@@ -221,7 +225,7 @@ def generate(graph: Graph, arch: Arch, options) -> Generated:
     kernels = model_cu.count("__global__")
     return Generated({"accelc_model.cu": model_cu, "accelc_model_config.h": h.render()}, gemm_sources,
                      list(ctx.gemm_instances.values()), weights,
-                     plan.arena_bytes, plan.naive_bytes, kernels, n_attention, n_narrowed, n_prologues)
+                     plan.arena_bytes, plan.naive_bytes, kernels, n_attention, n_narrowed, n_prologues, n_nhwc)
 
 
 def _copy_constant_output(ctx: LowerCtx, out: str, k: int) -> None:

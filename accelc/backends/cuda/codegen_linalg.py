@@ -64,7 +64,8 @@ class GemmInstance:
     align_a: int
     align_b: int
     align_c: int
-    family: str = "sm80"       # "sm80": CUTLASS 2.x (C holds the bias); "sm90": CUTLASS 3.x wgmma (fp32 bias row)
+    family: str = "sm80"       # "sm80": CUTLASS 2.x (C holds the bias); "sm80bias": CUTLASS 2.x with an fp32 bias
+                               # row (broadcast epilogue); "sm90": CUTLASS 3.x wgmma (fp32 bias row)
     element_source: DType | None = None    # sm90: C's dtype (the residual), None when there is no C
 
     @property
@@ -74,6 +75,8 @@ class GemmInstance:
                 f"{self.op_class.lower()}_{self.act}_a{self.align_a}{self.align_b}{self.align_c}"
         if self.family == "sm90":
             short = f"sm90_{short}_c{self.element_source.short if self.element_source else 'none'}"
+        elif self.family == "sm80bias":
+            short = f"bias_{short}"
         return f"{short}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
     @property
@@ -92,6 +95,11 @@ class GemmInstance:
                     f"using Instance = accelc_cutlass::GemmSm90Of<{ea}, cutlass::layout::{self.layout_a}, "
                     f"cutlass::layout::{self.layout_b}, {src}, {ec}, "
                     f"cutlass::epilogue::thread::{_CUTLASS_ACT[self.act]}>;\n\n")
+        elif self.family == "sm80bias":
+            head = (f'#include "accelc_cutlass_gemm.cuh"\n\n'
+                    f"using Instance = accelc_cutlass::GemmBiasOf<{ea}, cutlass::layout::{self.layout_a}, "
+                    f"cutlass::layout::{self.layout_b}, {ec}, cutlass::epilogue::thread::{_CUTLASS_ACT[self.act]}, "
+                    f"{self.align_a}, {self.align_b}, {self.align_c}>;\n\n")
         else:
             head = (f'#include "accelc_cutlass_gemm.cuh"\n\n'
                     f"using Instance = accelc_cutlass::GemmOf<{ea}, cutlass::layout::{self.layout_a}, {ea}, "
@@ -276,6 +284,7 @@ class GemmPlan:
     al_b: int
     round_low: bool          # the SIMT fallback of a 16-bit product: operands rounded by conversion kernels
     sm90: bool
+    sm80_bias: bool = False  # CUTLASS 2.x with the fp32 bias row (GemmBiasOf), where sm90 is not taken
 
 
 def plan_gemm(graph: Graph, node: Node, options, arch, out_dtype: DType | None = None) -> GemmPlan:
@@ -309,17 +318,39 @@ def plan_gemm(graph: Graph, node: Node, options, arch, out_dtype: DType | None =
         al_a = al_b = 1
     round_low = g.compute in LOW and el == DType.float32
     sm90 = _sm90_eligible(arch, el, op_class, round_low, batch, lda, ldb, N, out_dtype)
-    return GemmPlan(g, M, K, N, batch, sA, sB, el, op_class, lda, ldb, layout_a, layout_b, al_a, al_b, round_low, sm90)
+    sm80_bias = not sm90 and _sm80_bias_eligible(graph, node, g, el, op_class, round_low, batch, out_dtype)
+    return GemmPlan(g, M, K, N, batch, sA, sB, el, op_class, lda, ldb, layout_a, layout_b, al_a, al_b, round_low, sm90,
+                    sm80_bias)
+
+
+def _sm80_bias_eligible(graph: Graph, node: Node, g: _Gemm, el: DType, op_class: str, round_low: bool, batch: int,
+                        out_dtype: DType) -> bool:
+    """Whether a GEMM that is not the sm_90a instantiation runs as CUTLASS 2.x with the fp32 bias row
+    (``GemmBiasOf``): a 16-bit tensor-core FusedGemm, one problem, a constant bias row, an activation CUTLASS
+    fuses, a residual (if any) of D's shape and type, and something to gain over the instantiation whose C
+    holds the bias: a 16-bit D (which that one would compute with a 16-bit bias) or a residual (which it
+    would sum with the bias in a map kernel)."""
+    if node.op != "FusedGemm" or op_class != "TensorOp" or el not in LOW or round_low or batch != 1:
+        return False
+    if g.bias is None or constant_bias_row(graph, node) is None or g.act.kind not in _CUTLASS_ACT:
+        return False
+    if g.residual is not None:
+        t = graph.types[g.residual]
+        if t.dtype != out_dtype or tuple(t.shape) != tuple(graph.types[node.outputs[0]].shape):
+            return False
+    return out_dtype in LOW or g.residual is not None
 
 
 def stores_low_exactly(graph: Graph, node: Node, options, arch, dtype: DType) -> bool:
     """Whether the GEMM ``node`` can store its result in the 16-bit ``dtype`` itself, with the bits a
-    conversion kernel after it would write: the sm90 instantiation rounds its fp32 epilogue result once,
-    and reads the bias as an fp32 row and the residual as C in its own type. (The sm80 one would read a
-    bias in ``dtype``; an activation after the GEMM would round twice.)"""
+    conversion kernel after it would write: the sm90 instantiation and CUTLASS 2.x's ``GemmBiasOf`` round
+    their fp32 epilogue result once, and read the bias as an fp32 row and the residual as C in its own type
+    (``GemmBiasOf``: only in D's type, so not an fp32 residual). (The plain sm80 one would read a bias in
+    ``dtype``; an activation after the GEMM would round twice.)"""
     if node.op != "FusedGemm" or node.attrs.activation.kind not in _CUTLASS_ACT:
         return False
-    if not plan_gemm(graph, node, options, arch, dtype).sm90:
+    plan = plan_gemm(graph, node, options, arch, dtype)
+    if not (plan.sm90 or plan.sm80_bias):
         return False
     g = _gemm_of(node)
     if g.bias is not None and constant_bias_row(graph, node) is None:
@@ -365,7 +396,7 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     bias_row = constant_bias_row(ctx.graph, node)
     sm90 = plan.sm90
     c_ptr, ldc, sC, beta, bias_ptr, source = "nullptr", 0, 0, 0.0, "nullptr", None
-    if sm90 and bias_row is not None:
+    if (sm90 or plan.sm80_bias) and bias_row is not None:
         bias_ptr = ctx.weight(np.ascontiguousarray(np.float32(g.beta) * bias_row, dtype=np.float32), "float")
     bias_in_c = g.bias is not None and bias_ptr == "nullptr"
     res = g.residual
@@ -402,10 +433,12 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     osz = out_dtype.itemsize
     if sm90:
         inst = GemmInstance(el, layout_a, layout_b, out_dtype, op_class, act, 8, 8, 16 // osz, "sm90", source)
+    elif plan.sm80_bias:
+        inst = GemmInstance(el, layout_a, layout_b, out_dtype, op_class, act, al_a, al_b, _align([N], osz), "sm80bias")
     else:
         al_c = 1 if op_class == "Simt" else _align([N, ldc or N], osz)
         inst = GemmInstance(el, layout_a, layout_b, out_dtype, op_class, act, al_a, al_b, al_c)
-    kind = "CUTLASS 3 wgmma" if sm90 else op_class
+    kind = "CUTLASS 3 wgmma" if sm90 else f"{op_class}, fp32 bias row" if plan.sm80_bias else op_class
     ctx.fwd.comment(f"{label}: [{batch}] x ({M} x {K}) @ ({K} x {N}), {el.short} {kind}, act {g.act.kind}")
 
     _call_gemm(ctx, node, inst, (M, N, K, batch), (a_ptr, lda, sA or 0), (b_ptr, ldb, sB or 0), (c_ptr, ldc, sC),

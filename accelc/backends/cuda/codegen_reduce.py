@@ -537,29 +537,44 @@ def _check_pool(graph: Graph, node: Node) -> str | None:
 
 @lowering("MaxPool", "AveragePool", check=_check_pool)
 def lower_pool(ctx: LowerCtx, node: Node) -> None:
+    emit_pool(ctx, node, node.attrs, node.op == "MaxPool", nhwc=False)
+
+
+def emit_pool(ctx: LowerCtx, node: Node, a, is_max: bool, nhwc: bool) -> None:
+    """One thread per output element of a max/average pooling with attrs ``a``, over a [N, C, (H,) W]
+    input, or an [N, H, W, C] one when ``nhwc`` (then neighbouring threads read neighbouring channels)."""
     x, out = node.inputs[0], node.outputs[0]
     xs, os_ = ctx.shape(x), ctx.shape(out)
-    a = node.attrs
     two_d = len(xs) == 4
+    if nhwc:
+        xs, os_ = (xs[0], xs[3], xs[1], xs[2]), (os_[0], os_[3], os_[1], os_[2])
     H, W = (xs[2], xs[3]) if two_d else (1, xs[2])
     OH, OW = (os_[2], os_[3]) if two_d else (1, os_[2])
+    C = xs[1]
     kh, kw = (a.kernel_shape if two_d else (1, a.kernel_shape[0]))
     sh, sw = (a.strides or (1,) * (2 if two_d else 1)) if two_d else (1, (a.strides or (1,))[0])
     dh, dw = (a.dilations or (1, 1)) if two_d else (1, (a.dilations or (1,))[0])
     pads = a.pads or (0,) * (4 if two_d else 2)
     ph, pw = (pads[0], pads[1]) if two_d else (0, pads[0])
     ph_end, pw_end = (pads[2], pads[3]) if two_d else (0, pads[1])
-    is_max = node.op == "MaxPool"
     n = int(np.prod(os_, dtype=np.int64))
     dt = ctx.dtype(x)
+    odt = ctx.dtype(out)
     name = ctx.kernel_name()
     k = ctx.kernels
-    k.comment(f"{node.op} '{node.name}': kernel {kh}x{kw}, stride {sh}x{sw}, pads ({ph},{pw})..({ph_end},{pw_end})")
+    k.comment(f"{node.op} '{node.name}': kernel {kh}x{kw}, stride {sh}x{sw}, pads ({ph},{pw})..({ph_end},{pw_end})"
+              + (", NHWC" if nhwc else ""))
     with k.block(f"__global__ void __launch_bounds__(256) {name}(const {storage(dt)}* __restrict__ in, "
-                 f"{storage(dt)}* __restrict__ out)"):
+                 f"{storage(odt)}* __restrict__ out)"):
         with k.block(f"for (long long t = blockIdx.x * 256LL + threadIdx.x; t < {n}LL; t += gridDim.x * 256LL)"):
-            k.line(f"const int ow = t % {OW}, oh = (t / {OW}) % {OH};")
-            k.line(f"const {storage(dt)}* p = in + (t / ({OW}LL * {OH})) * {H * W}LL;")
+            if nhwc:
+                k.line(f"const int c = t % {C}, ow = (t / {C}) % {OW}, oh = (t / {C * OW}) % {OH};")
+                k.line(f"const {storage(dt)}* p = in + (t / ({C * OW}LL * {OH})) * {H * W * C}LL + c;")
+                at = f"p[(h * {W} + w) * {C}]"
+            else:
+                k.line(f"const int ow = t % {OW}, oh = (t / {OW}) % {OH};")
+                k.line(f"const {storage(dt)}* p = in + (t / ({OW}LL * {OH})) * {H * W}LL;")
+                at = f"p[h * {W} + w]"
             k.line("float acc = -CUDART_INF_F;" if is_max else "float acc = 0.0f; int cnt = 0;")
             with k.block(f"for (int i = 0; i < {kh}; ++i)"):
                 k.line(f"const int h = oh * {sh} - {ph} + i * {dh};")
@@ -567,18 +582,18 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
                 with k.block(f"for (int j = 0; j < {kw}; ++j)"):
                     k.line(f"const int w = ow * {sw} - {pw} + j * {dw};")
                     k.line(f"if (w < 0 || w >= {W}) continue;")
-                    k.line(f"const float v = {load_expr(dt, 'p[h * ' + str(W) + ' + w]')};")
+                    k.line(f"const float v = {load_expr(dt, at)};")
                     k.line("acc = fmaxf(acc, v);" if is_max else "acc += v; ++cnt;")
             if is_max:
-                k.line(f"out[t] = {store_expr(dt, 'acc')};")
+                k.line(f"out[t] = {store_expr(odt, 'acc')};")
             elif a.count_include_pad:
                 # the window clipped to the padded input (ceil_mode windows may run past it)
                 k.line(f"const int h0 = oh * {sh} - {ph}, w0 = ow * {sw} - {pw};")
                 k.line(f"const int h1 = min(h0 + {(kh - 1) * dh + 1}, {H + ph_end}), "
                        f"w1 = min(w0 + {(kw - 1) * dw + 1}, {W + pw_end});")
                 k.line(f"const int size = ((h1 - h0 + {dh - 1}) / {dh}) * ((w1 - w0 + {dw - 1}) / {dw});")
-                k.line(f"out[t] = {store_expr(dt, 'acc / float(size)')};")
+                k.line(f"out[t] = {store_expr(odt, 'acc / float(size)')};")
             else:
-                k.line(f"out[t] = {store_expr(dt, 'cnt ? acc / float(cnt) : 0.0f')};")
+                k.line(f"out[t] = {store_expr(odt, 'cnt ? acc / float(cnt) : 0.0f')};")
     k.blank()
     ctx.launch(name, str(max(1, min(-(-n // 256), 65535 * 8))), "256", [ctx.ptr(x), ctx.ptr(out)])

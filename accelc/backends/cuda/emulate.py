@@ -39,6 +39,8 @@ def gemm_source(inst: GemmInstance) -> str:
     if inst.family == "sm90":
         src = storage(inst.element_source) if inst.element_source else "void"
         call = f"gemm_sm90<{ea}, {col_a}, {col_b}, {src}, {ec}, {act}>"
+    elif inst.family == "sm80bias":
+        call = f"gemm_bias<{ea}, {col_a}, {col_b}, {ec}, {act}, {inst.align_a}, {inst.align_b}, {inst.align_c}>"
     else:
         call = (f"gemm<{ea}, {col_a}, {ea}, {col_b}, {ec}, {act}, "
                 f"{inst.align_a}, {inst.align_b}, {inst.align_c}, {str(tf32).lower()}>")

@@ -6,7 +6,8 @@ of the operand is such a GEMM (possibly through Reshape/Flatten/Squeeze/Unsqueez
 can store the rounded values itself: its kernels compute in fp32 and round once on store, which gives the
 same bits as the conversion kernel did. The conversion kernel disappears and the tensor takes half the
 memory traffic. In an encoder this is the attention's output, read only by the output projection. A
-tensor-core attention counts as such a reader of Q, K and V: it rounds them itself as it stages them.
+tensor-core attention counts as such a reader of Q, K and V: it rounds them itself as it stages them, and
+so does a channels-last convolution's im2col (``layout.py``), which writes its patches in the 16-bit type.
 
 A LayerNorm whose output is also read in fp32 (an encoder's residual) becomes
 ``accelc_cuda.LayerNormalizationTwice``, which stores y twice: in fp32 for those readers and in the
@@ -31,9 +32,10 @@ from .attention_kernel import tensor_core_tiles
 from .attention_pattern import ATTENTION_OP
 from .codegen_linalg import stores_low_exactly
 from .codegen_reduce import LAYERNORM_TWICE
+from .layout import IM2COL_OP, POOL_OP
 from .lowering import LOW
 
-_PRODUCERS = {ATTENTION_OP, "FusedElementwise", "LayerNormalization", "Softmax"} | set(ELEMENTWISE_OPS)
+_PRODUCERS = {ATTENTION_OP, POOL_OP, "FusedElementwise", "LayerNormalization", "Softmax"} | set(ELEMENTWISE_OPS)
 _VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
 
 
@@ -43,6 +45,8 @@ def _low_operand_dtype(node: Node, index: int, arch) -> DType | None:
     rounds them as it stages them, and applies the scale to the scores)."""
     if node.op == "FusedGemm":
         return node.attrs.compute if index in (0, 1) and node.attrs.compute in LOW else None
+    if node.op == IM2COL_OP:       # it copies its input into the patches in the GEMM's operand type
+        return node.attrs.dtype if node.attrs.dtype in LOW else None
     if node.op == ATTENTION_OP and index in (0, 1, 2) and node.attrs.tensor_core in LOW and arch is not None:
         a = node.attrs
         if tensor_core_tiles(a.batch * a.heads, a.sq, a.d, a.dv, arch.sm_count or 1) is not None:

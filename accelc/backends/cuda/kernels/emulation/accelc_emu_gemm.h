@@ -147,4 +147,37 @@ cudaError_t gemm_sm90(const AccelcGemmArgs& p, const char* name) {
   return cudaSuccess;
 }
 
+// What GemmBiasOf (accelc_cutlass_gemm.cuh, CUTLASS 2.x with the broadcast epilogue) computes: the arithmetic
+// of gemm_sm90, D = act(beta * C + (alpha * acc + bias[j])) with C in D's type, under CUTLASS 2.x's rules:
+// extents and pointers fit the alignments, the bias row is read in vectors of AlignC floats, one problem.
+template <typename TA, bool ColA, bool ColB, typename TD, Act A, int AlignA, int AlignB, int AlignC>
+cudaError_t gemm_bias(const AccelcGemmArgs& p, const char* name) {
+  const size_t need = gemm_workspace(p);
+  if (p.batch != 1 || !p.bias || need > p.workspace_bytes || (need && !p.workspace)) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: a batch of %d, no bias row or too little workspace "
+                  "(%zu of %zu bytes)", name, p.batch, p.workspace_bytes, need);
+    return cudaErrorInvalidValue;
+  }
+  if ((ColA ? p.m : p.k) % AlignA || (ColB ? p.k : p.n) % AlignB || p.n % AlignC) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: extents m=%d n=%d k=%d do not fit its alignments %d/%d/%d "
+                  "(CUTLASS can_implement fails)", name, p.m, p.n, p.k, AlignA, AlignB, AlignC);
+    return cudaErrorInvalidValue;
+  }
+  if (misaligned(p.a, p.lda, 0, AlignA, sizeof(TA)) || misaligned(p.b, p.ldb, 0, AlignB, sizeof(TA)) ||
+      misaligned(p.d, p.ldd, 0, AlignC, sizeof(TD)) || (p.c && misaligned(p.c, p.ldc, 0, AlignC, sizeof(TD))) ||
+      misaligned(p.bias, 0, 0, AlignC, sizeof(float))) {
+    std::snprintf(g_message, sizeof g_message, "GEMM %s: an operand pointer, leading dimension or the bias row is "
+                  "not a multiple of its vector width (a misaligned access on the GPU)", name);
+    return cudaErrorMisalignedAddress;
+  }
+  TD* d = static_cast<TD*>(p.d);
+  const TD* c = static_cast<const TD*>(p.c);
+  multiply<TA, ColA, TA, ColB, false>(p, [&](long long, long long i, long long j, float acc) {
+    float v = std::fma(p.alpha, acc, p.bias[j]);
+    if (c && p.beta != 0.0f) v = std::fma(p.beta, float(c[i * p.ldc + j]), v);
+    d[i * p.ldd + j] = TD(activate<A>(v));
+  });
+  return cudaSuccess;
+}
+
 }  // namespace accelc_emu

@@ -91,15 +91,16 @@ def resnet(batch=2, hw=20, compute=F32) -> Graph:
     """A ResNet stem and bottleneck as the passes leave them: a 3x3 stride-2 stem on the NCHW image (3
     channels: an unaligned im2col), MaxPool, a bottleneck with 1x1 / 3x3 / 1x1 convolutions and a strided
     1x1 downsample as the residual, a dilated 3x3 over 12 channels (not a multiple of 8) with an unfused
-    Add + Relu on two convolutions, global pooling and the classifier."""
+    Add + Relu on two convolutions, a depthwise 3x3 with a residual, global pooling and the classifier."""
     from accelc.ir.ops.conv import ConvAttrs, PoolAttrs
     g = Graph("resnet")
     x = g.add_input("x", TensorType(F32, (batch, 3, hw, hw)))
 
-    def conv(inp, cin, cout, k, stride=1, pad=0, act="relu", residual=None, dilation=1, bias=True):
-        ins = [inp, g.add_constant(_w(cout, cin, k, k)), g.add_constant(_w(cout)) if bias else ""]
+    def conv(inp, cin, cout, k, stride=1, pad=0, act="relu", residual=None, dilation=1, bias=True, group=1):
+        ins = [inp, g.add_constant(_w(cout, cin // group, k, k)), g.add_constant(_w(cout)) if bias else ""]
         ins += [residual] if residual else []
-        attrs = ConvAttrs(kernel_shape=(k, k), strides=(stride, stride), pads=(pad,) * 4, dilations=(dilation,) * 2)
+        attrs = ConvAttrs(kernel_shape=(k, k), strides=(stride, stride), pads=(pad,) * 4, dilations=(dilation,) * 2,
+                          group=group)
         return g.add_node("FusedConv", ins, FusedConvAttrs(attrs, Activation(act), compute))[0]
 
     s = conv(x, 3, 16, 3, stride=2, pad=1)
@@ -113,6 +114,7 @@ def resnet(batch=2, hw=20, compute=F32) -> Graph:
     c = conv(a, 12, 12, 1, act="none")
     (r,) = g.add_node("Add", [b, c])
     (r,) = g.add_node("Relu", [r])
+    r = conv(r, 12, 12, 3, pad=1, act="silu", residual=r, group=12)
     (gp,) = g.add_node("GlobalAveragePool", [r])
     (f,) = g.add_node("Flatten", [gp], _attrs("Flatten", axis=1))
     (o,) = g.add_node("FusedGemm", [f, g.add_constant(_w(12, 5)), g.add_constant(_w(5))], FusedGemmAttrs(compute=compute))
@@ -441,7 +443,7 @@ def _cosine(a, b):
 @pytest.mark.gpu
 @pytest.mark.parametrize("build,kw", [(mlp, {"batch": 1}), (mlp, {"batch": 33}), (cnn, {"batch": 1}),
                                       (cnn, {"batch": 3, "hw": 23}), (encoder, {"batch": 1, "seq": 7}),
-                                      (encoder, {"batch": 2, "seq": 33})])
+                                      (encoder, {"batch": 2, "seq": 33}), (resnet, {"batch": 3})])
 def test_fp32_matches_reference(build, kw, cuda_cache):
     g = build(**kw)
     feeds = _feeds(g)
@@ -454,10 +456,14 @@ def test_fp32_matches_reference(build, kw, cuda_cache):
 @gpu
 @needs_nvcc
 @pytest.mark.gpu
-@pytest.mark.parametrize("build", [cnn, encoder])
-def test_bf16_cosine(build, cuda_cache):
-    """bf16 GEMMs/convs against the fp32 model with the same weights (the numerics contract)."""
+@pytest.mark.parametrize("build", [cnn, encoder, resnet])
+@pytest.mark.parametrize("gemms", ["default", "sm80"])
+def test_bf16_cosine(build, gemms, cuda_cache, monkeypatch):
+    """bf16 GEMMs/convs against the fp32 model with the same weights (the numerics contract); "sm80" builds
+    every GEMM with CUTLASS 2.x (GemmOf and GemmBiasOf), which an sm_90a GPU runs too."""
     import dataclasses
+    if gemms == "sm80":
+        monkeypatch.setenv("ACCELC_CUDA_GEMM", "sm80")
     g = build(compute=DType.bfloat16)
     reference = g.copy()    # same weights, products formed in fp32
     reference.nodes = [dataclasses.replace(n, attrs=dataclasses.replace(n.attrs, compute=F32))

@@ -889,16 +889,19 @@ def _low_and_fp32(g):
 @pytest.mark.parametrize("target,compute", [("h200", DType.float32), ("h200", FP16), ("h200", BF16), ("a100", BF16)])
 def test_channels_last_convolutions_match_reference(target, compute, build_cache):
     """Every single-group convolution of a ResNet stem and bottleneck runs as an NHWC GEMM (an im2col first
-    unless it is 1x1, stride 1, unpadded), pooling runs NHWC, and the results match the interpreter: fp32 to
-    2e-4, 16-bit within the numerics contract of the fp32 model and equal (up to summation order) to the
-    interpreter's 16-bit graph."""
+    unless it is 1x1, stride 1, unpadded), the depthwise one and pooling run NHWC (no transposes but the
+    global pooling's view), and the results match the interpreter: fp32 to 2e-4, 16-bit within the
+    numerics contract of the fp32 model and equal (up to summation order) to the interpreter's 16-bit
+    graph."""
     g = resnet(compute=compute)
     feeds, want_low, want_fp32 = _low_and_fp32(g)
     gen = _generate(g, target)
-    assert gen.channels_last == 8
+    assert gen.channels_last == 9
     src = gen.files["accelc_model.cu"]
     assert src.count("// accelc_cuda.Im2colNhwc") == 4 and "PoolNhwc 'maxpool" in src and ", NHWC" in src
-    assert "direct convolution" not in src and "implicit by im2col" not in src
+    assert src.count("direct convolution, group 12 (1 in / 1 out channels per group), NHWC") == 1
+    transposes = [line for line in src.splitlines() if "// Transpose '" in line]
+    assert "implicit by im2col" not in src and len(transposes) == 1 and "a view (no kernel)" in transposes[0]
     m = _emulated(g, build_cache, target)
     got = m.run(feeds)[g.outputs[0]]
     if compute == DType.float32:
@@ -924,14 +927,15 @@ def test_nchw_layout_stays_available(build_cache, monkeypatch):
 
 def test_channels_last_narrowing_gives_the_same_bits(build_cache, monkeypatch):
     """On h200 in fp16 the convolutions read only by an im2col or a 1x1 convolution store fp16 themselves
-    (CUTLASS 3, fp32 bias row), as does the MaxPool: the im2col of a 16-bit input is a 16-byte copy. The
-    bits are those of the fp32 stores plus conversion kernels."""
+    (CUTLASS 3, fp32 bias row), as do the MaxPool and the global pooling (read by the classifier): the
+    im2col of a 16-bit input is a 16-byte copy. The bits are those of the fp32 stores plus conversion
+    kernels."""
     from accelc.backends.cuda import codegen
     g = resnet(compute=FP16)
     feeds = _feeds(g)
     narrowed = _generate(g, "h200")
     src = narrowed.files["accelc_model.cu"]
-    assert narrowed.narrowed == 4
+    assert narrowed.narrowed == 5
     assert "using V = accelc::Vec<__half, 8>;" in src            # the bottleneck's 3x3 im2col copies fp16
     monkeypatch.setattr(codegen, "narrow_gemm_operands", lambda graph, *_: (graph, 0))
     plain = _generate(g, "h200")

@@ -126,7 +126,7 @@ def _rounding(dtype: DType):
     return lambda em, xs: f"accelc::to_f32(accelc::from_f32<{storage(dtype)}>({xs[0]}))"
 
 
-def _operand_dtype(options, a_dtype: DType, compute: DType) -> tuple[DType, str]:
+def operand_dtype(options, a_dtype: DType, compute: DType) -> tuple[DType, str]:
     """(operand dtype, op class) for a GEMM whose inputs are ``a_dtype`` and products ``compute``."""
     if compute in LOW:
         return compute, "TensorOp"
@@ -297,7 +297,7 @@ def plan_gemm(graph: Graph, node: Node, options, arch, out_dtype: DType | None =
     batch = int(np.prod(out_batch, dtype=np.int64)) if out_batch else 1
     sA = _batch_stride(sa[:-2], out_batch, M * K)
     sB = _batch_stride(sb[:-2], out_batch, K * N)
-    el, op_class = _operand_dtype(options, graph.types[g.a].dtype, g.compute)
+    el, op_class = operand_dtype(options, graph.types[g.a].dtype, g.compute)
     # [batch, M, K] @ [K, N] with row-major A: fold the batch into M (one big GEMM)
     if sB == 0 and sA and not g.trans_a:
         M, batch, sA = M * batch, 1, 0
@@ -451,7 +451,7 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
 
 
 # ---- convolution -------------------------------------------------------------------------------------------
-def _conv_parts(node: Node):
+def conv_parts(node: Node):
     ins = list(node.inputs) + ["", ""]
     if node.op == "Conv":
         return node.attrs, ins[2] or None, None, Activation(), DType.float32
@@ -467,7 +467,7 @@ def _check_conv(graph: Graph, node: Node) -> str | None:
         return f"{node.op} with {len(t.shape) - 2} spatial dims is not supported on CUDA (1-D and 2-D only)"
     if node.inputs[1] not in graph.constants:
         return f"{node.op} needs constant weights on CUDA"
-    conv, bias, _, _, _ = _conv_parts(node)
+    conv, bias, _, _, _ = conv_parts(node)
     if bias is not None and bias not in graph.constants:
         return f"{node.op} needs a constant bias on CUDA"
     return None
@@ -491,15 +491,15 @@ def _geometry(ctx: LowerCtx, node: Node, conv):
 
 @lowering("Conv", "FusedConv", check=_check_conv)
 def lower_conv(ctx: LowerCtx, node: Node) -> None:
-    conv, bias, residual, act, compute = _conv_parts(node)
+    conv, bias, residual, act, compute = conv_parts(node)
     if conv.group != 1:
-        _lower_direct_conv(ctx, node)
+        lower_direct_conv(ctx, node)
         return
     x, out = node.inputs[0], node.outputs[0]
     gm = _geometry(ctx, node, conv)
     Nb, C, CO, P = gm["N"], gm["C"], gm["CO"], gm["OH"] * gm["OW"]
     K = C * gm["KH"] * gm["KW"]
-    el, op_class = _operand_dtype(ctx.options, ctx.dtype(x), compute)
+    el, op_class = operand_dtype(ctx.options, ctx.dtype(x), compute)
     n_bias = 0 if bias is None else (2 if el in LOW else 1)
     Kp = -(-(K + n_bias) // 8) * 8
     label = f"{node.op} '{node.name}'"
@@ -570,14 +570,22 @@ def lower_conv(ctx: LowerCtx, node: Node) -> None:
                  comment=f"{label}: epilogue after the GEMM", suffix="epilogue")
 
 
-def _lower_direct_conv(ctx: LowerCtx, node: Node) -> None:
-    conv, bias, residual, act, compute = _conv_parts(node)
+def lower_direct_conv(ctx: LowerCtx, node: Node, nhwc: bool = False) -> None:
+    """One thread per output element, over NCHW tensors, or NHWC ones when ``nhwc`` (layout.py's grouped
+    convolutions): then neighbouring threads are neighbouring output channels, which read neighbouring
+    input channels and, with the filter stored [kh, kw, C/group, Co], neighbouring weights."""
+    conv, bias, residual, act, compute = conv_parts(node)
     x, out = node.inputs[0], node.outputs[0]
     g = _geometry(ctx, node, conv)
+    if nhwc:       # the shapes are [N, H, W, C]: read the geometry off their NCHW order
+        xs, os_ = ctx.shape(x), ctx.shape(out)
+        g.update(C=xs[3], H=xs[1], W=xs[2], CO=os_[3], OH=os_[1], OW=os_[2])
     G = conv.group
     cin_g, cout_g = g["C"] // G, g["CO"] // G
     w = ctx.const(node.inputs[1]).astype(np.float32)
     w = round_to(w, compute)
+    if nhwc:
+        w = w.transpose(2, 3, 1, 0)
     w_ptr = ctx.weight(np.ascontiguousarray(w.reshape(-1)), "float")
     b_ptr = ctx.weight(ctx.const(bias).astype(np.float32).reshape(-1), "float") if bias is not None else None
     dt, odt = ctx.dtype(x), ctx.dtype(out)
@@ -585,7 +593,8 @@ def _lower_direct_conv(ctx: LowerCtx, node: Node) -> None:
     rnd = (lambda e: f"accelc::to_f32(accelc::from_f32<{storage(compute)}>({e}))") if compute in LOW else (lambda e: e)
     name = ctx.kernel_name()
     k = ctx.kernels
-    k.comment(f"{node.op} '{node.name}': direct convolution, group {G} ({cin_g} in / {cout_g} out channels per group)")
+    k.comment(f"{node.op} '{node.name}': direct convolution, group {G} ({cin_g} in / {cout_g} out channels per group)"
+              + (", NHWC" if nhwc else ""))
     params = [f"const {storage(dt)}* __restrict__ x", "const float* __restrict__ w"]
     if b_ptr:
         params.append("const float* __restrict__ b")
@@ -594,8 +603,18 @@ def _lower_direct_conv(ctx: LowerCtx, node: Node) -> None:
     params.append(f"{storage(odt)}* __restrict__ out")
     with k.block(f"__global__ void __launch_bounds__(256) {name}({', '.join(params)})"):
         with k.block(f"for (long long t = blockIdx.x * 256LL + threadIdx.x; t < {n}LL; t += gridDim.x * 256LL)"):
-            k.line(f"const int ow = t % {g['OW']}, oh = (t / {g['OW']}) % {g['OH']};")
-            k.line(f"const int co = (t / ({g['OW']} * {g['OH']})) % {g['CO']}; const long long nb = t / ({g['OW']}LL * {g['OH']} * {g['CO']});")
+            if nhwc:
+                k.line(f"const int co = t % {g['CO']}, ow = (t / {g['CO']}) % {g['OW']}, "
+                       f"oh = (t / {g['CO'] * g['OW']}) % {g['OH']};")
+                k.line(f"const long long nb = t / ({g['OW']}LL * {g['OH']} * {g['CO']});")
+                x_at = "x[((nb * %d + h) * %d + ww) * %d + c0 + ci]" % (g["H"], g["W"], g["C"])
+                w_at = f"w[((i * {g['KW']} + j) * {cin_g} + ci) * {g['CO']} + co]"
+            else:
+                k.line(f"const int ow = t % {g['OW']}, oh = (t / {g['OW']}) % {g['OH']};")
+                k.line(f"const int co = (t / ({g['OW']} * {g['OH']})) % {g['CO']}; "
+                       f"const long long nb = t / ({g['OW']}LL * {g['OH']} * {g['CO']});")
+                x_at = "x[((nb * %d + c0 + ci) * %d + h) * %d + ww]" % (g["C"], g["H"], g["W"])
+                w_at = f"w[((co * {cin_g} + ci) * {g['KH']} + i) * {g['KW']} + j]"
             k.line(f"const int c0 = (co / {cout_g}) * {cin_g};")
             k.line("float acc = 0.0f;")
             with k.block(f"for (int ci = 0; ci < {cin_g}; ++ci)"):
@@ -605,8 +624,7 @@ def _lower_direct_conv(ctx: LowerCtx, node: Node) -> None:
                     with k.block(f"for (int j = 0; j < {g['KW']}; ++j)"):
                         k.line(f"const int ww = ow * {g['sw']} - {g['pw']} + j * {g['dw']};")
                         k.line(f"if (ww < 0 || ww >= {g['W']}) continue;")
-                        xv = load_expr(dt, "x[((nb * %d + c0 + ci) * %d + h) * %d + ww]" % (g["C"], g["H"], g["W"]))
-                        k.line(f"acc += {rnd(xv)} * w[((co * {cin_g} + ci) * {g['KH']} + i) * {g['KW']} + j];")
+                        k.line(f"acc += {rnd(load_expr(dt, x_at))} * {w_at};")
             if b_ptr:
                 k.line("acc += b[co];")
             if residual:

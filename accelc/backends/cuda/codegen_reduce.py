@@ -29,6 +29,7 @@ _REDUCE = {  # op: (init, accumulate(acc, x), combine kind, finalize(acc, R))
     "ReduceSumSquare": ("0.0f", "acc += x * x", "Sum", "acc"),
     "ReduceLogSumExp": ("0.0f", "acc += __expf(x - mx)", "Sum", "logf(acc) + mx"),
 }
+REDUCE_OPS = tuple(_REDUCE)
 
 
 def _threads(r: int) -> int:

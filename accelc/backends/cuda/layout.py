@@ -17,7 +17,8 @@ In NHWC, a convolution is ``out (N*P x Co) = col (N*P x K) @ W' (K x Co)``, one 
 - Pooling runs NHWC too (``accelc_cuda.PoolNhwc``): neighbouring threads read neighbouring channels.
 - The walk is ``backends/channels_last.py``, shared with the CPU backend.
 
-Grouped and depthwise convolutions stay NCHW (their direct kernel); a transpose brings their input back.
+A grouped or depthwise convolution whose input is already NHWC runs NHWC too
+(``accelc_cuda.GroupConvNhwc``): the direct kernel, with neighbouring threads on neighbouring channels.
 
 The numbers are those of the NCHW path: the same rounded operands and fp32 accumulation, with the bias
 added in fp32 (the NCHW path folds it into the GEMM as two 16-bit columns). Only the summation order
@@ -32,13 +33,15 @@ import numpy as np
 
 from ...ir import DType, Graph, Node
 from ...ir.ops.conv import PoolAttrs
-from ...ir.ops.fused import Activation, FusedGemmAttrs
+from ...ir.ops.fused import FusedConvAttrs, FusedGemmAttrs
 from ..channels_last import NhwcWalk, to_channels_last
 from ..cpu_amx.codegen_context import static_shape
-from .lowering import FLOATS, LOW, LowerCtx, load_expr, lowering, storage, store_expr
+from .codegen_linalg import conv_parts, lower_direct_conv, operand_dtype
+from .lowering import FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
 
 IM2COL_OP = "accelc_cuda.Im2colNhwc"
 POOL_OP = "accelc_cuda.PoolNhwc"
+GROUP_CONV_OP = "accelc_cuda.GroupConvNhwc"
 LAYOUT_ENV = "ACCELC_CUDA_LAYOUT"
 _CONV_TYPES = (DType.float32, DType.float16, DType.bfloat16)
 
@@ -63,30 +66,15 @@ class PoolNhwcAttrs:
     pool: PoolAttrs
 
 
-def operand_type(x_dtype: DType, compute: DType) -> DType:
-    """The type a convolution's GEMM multiplies in (as ``codegen_linalg._operand_dtype`` picks it): the
-    16-bit compute type, a 16-bit input's own type, else fp32."""
-    if compute in LOW:
-        return compute
-    return x_dtype if x_dtype in LOW else DType.float32
-
-
-def _conv_parts(node: Node):
-    ins = list(node.inputs) + ["", ""]
-    if node.op == "Conv":
-        return node.attrs, ins[2] or None, None, Activation(), DType.float32
-    a = node.attrs
-    return a.conv, ins[2] or None, ins[3] or None, a.activation, a.compute
-
-
 def _convert(w: NhwcWalk, node: Node) -> bool:
-    """Replaces a single-group 2-D convolution with constant weights by [Im2colNhwc +] FusedGemm."""
+    """Replaces a single-group 2-D convolution with constant weights by [Im2colNhwc +] FusedGemm, and a
+    grouped one over an NHWC twin by GroupConvNhwc."""
     g = w.source
     if node.op not in ("Conv", "FusedConv"):
         return False
-    conv, bias, res, act, compute = _conv_parts(node)
+    conv, bias, res, act, compute = conv_parts(node)
     x, wt, out = node.inputs[0], node.inputs[1], node.outputs[0]
-    if conv.group != 1 or wt not in g.constants or any(not g.types[v].is_static for v in (x, out)):
+    if wt not in g.constants or any(not g.types[v].is_static for v in (x, out)):
         return False
     xs, ys, ws = static_shape(g, x), static_shape(g, out), tuple(g.constants[wt].shape)
     if len(xs) != 4 or len(ws) != 4 or g.types[x].dtype not in _CONV_TYPES or g.types[out].dtype not in _CONV_TYPES:
@@ -95,11 +83,18 @@ def _convert(w: NhwcWalk, node: Node) -> bool:
         return False
     if res is not None and static_shape(g, res) != ys:
         return False
+    if conv.group != 1:
+        if x not in w.twin:
+            return False
+        ins = (w.twin[x], wt, bias or "", w.nhwc(res) if res else "")
+        y = w.produce(out)
+        w.nodes.append(Node(GROUP_CONV_OP, ins, (y,), FusedConvAttrs(conv, act, compute), node.name))
+        return True
     N, C, _, _ = xs
     CO, _, KH, KW = ws
     _, _, OH, OW = ys
     geo = conv.geometry(2, (KH, KW))
-    el = operand_type(g.types[x].dtype, compute)
+    el = operand_dtype(None, g.types[x].dtype, compute)[0]    # the GEMM's operand type (no tf32 for col)
     K = KH * KW * C
     direct = (KH, KW) == (1, 1) and tuple(geo.strides) == (1, 1) and not any(geo.pads_begin) \
         and not any(geo.pads_end) and x in w.twin
@@ -195,6 +190,11 @@ def lower_im2col(ctx: LowerCtx, node: Node) -> None:
     ctx.launch(name, str(max(1, min(-(-n // 256), 65535 * 8))), "256", [ctx.ptr(x), ctx.ptr(col)])
 
 
+@lowering(GROUP_CONV_OP)
+def lower_group_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
+    lower_direct_conv(ctx, node, nhwc=True)
+
+
 @lowering(POOL_OP)
 def lower_pool_nhwc(ctx: LowerCtx, node: Node) -> None:
     from .codegen_reduce import emit_pool
@@ -202,4 +202,4 @@ def lower_pool_nhwc(ctx: LowerCtx, node: Node) -> None:
     emit_pool(ctx, node, a.pool, a.is_max, nhwc=True)
 
 
-__all__ = ["IM2COL_OP", "LAYOUT_ENV", "POOL_OP", "Im2colAttrs", "PoolNhwcAttrs", "channels_last", "operand_type"]
+__all__ = ["GROUP_CONV_OP", "IM2COL_OP", "LAYOUT_ENV", "POOL_OP", "Im2colAttrs", "PoolNhwcAttrs", "channels_last"]

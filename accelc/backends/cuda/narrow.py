@@ -14,7 +14,8 @@ A LayerNorm whose output is also read in fp32 (an encoder's residual) becomes
 16-bit type for the GEMMs that read it directly.
 
 Only producers whose lowering computes in fp32 and converts on store are narrowed: the fused attention,
-elementwise kernels, LayerNorm and Softmax, and a GEMM when it is the sm_90a CUTLASS 3 instantiation
+elementwise kernels, LayerNorm, Softmax, reductions and pooling (a ResNet's global pooling, read by the
+classifier), and a GEMM when it is the sm_90a CUTLASS 3 instantiation
 (``codegen_linalg.stores_low_exactly``: its epilogue reads the bias as an fp32 row, so a 16-bit D is the
 rounded fp32 result; in an encoder, the FFN's first GEMM, which only the second reads). A CUTLASS 2.x GEMM
 is not: its epilogue would read the bias in the 16-bit type too, which changes the numbers. Graph inputs
@@ -31,11 +32,12 @@ from ...ir.ops.elementwise import ELEMENTWISE_OPS
 from .attention_kernel import tensor_core_tiles
 from .attention_pattern import ATTENTION_OP
 from .codegen_linalg import stores_low_exactly
-from .codegen_reduce import LAYERNORM_TWICE
+from .codegen_reduce import LAYERNORM_TWICE, REDUCE_OPS
 from .layout import IM2COL_OP, POOL_OP
 from .lowering import LOW
 
-_PRODUCERS = {ATTENTION_OP, POOL_OP, "FusedElementwise", "LayerNormalization", "Softmax"} | set(ELEMENTWISE_OPS)
+_PRODUCERS = {ATTENTION_OP, POOL_OP, "FusedElementwise", "LayerNormalization", "Softmax", "GlobalAveragePool",
+              "GlobalMaxPool"} | set(ELEMENTWISE_OPS) | set(REDUCE_OPS)
 _VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
 
 

@@ -372,19 +372,17 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
     layout_a, layout_b, round_low = plan.layout_a, plan.layout_b, plan.round_low
     label = f"{node.op} '{node.name}'"
     if ctx.is_const(g.b):
-        b = ctx.const(g.b).astype(np.float32)
+        b = np.asarray(ctx.const(g.b), dtype=np.float32)
         if b.ndim == 1:
             b = b[:, None]
-        bt = b if g.trans_b else np.swapaxes(b, -1, -2)          # [..., N, K]
-        b_host = np.ascontiguousarray(bt)
-        b_rounded = round_to(b_host, g.compute)
+        b_host = b if g.trans_b else np.swapaxes(b, -1, -2)      # [..., N, K], made contiguous below
     else:
-        b_host = b_rounded = None
+        b_host = None
 
     # A and B: converted at run time when their dtype differs from the operand dtype
     a_ptr = _operand(ctx, g.a, el, g.compute if round_low else None, f"{label}: operand A", "a")
     if b_host is not None:
-        arr = (b_rounded if round_low else b_host).astype(el.np)
+        arr = (round_to(b_host, g.compute) if round_low else b_host).astype(el.np, order="C")
         b_ptr = ctx.weight(arr, storage(el))
     else:
         b_ptr = _operand(ctx, g.b, el, g.compute if round_low else None, f"{label}: operand B", "b")

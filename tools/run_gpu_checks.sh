@@ -8,6 +8,10 @@
 # Baselines, accelc alone: BERT b1/b32 with every GEMM on CUTLASS 2.x (ACCELC_CUDA_GEMM=sm80, the baseline
 # of the sm_90a GEMMs) and ResNet-50 b64 with NCHW convolutions (ACCELC_CUDA_LAYOUT=nchw):
 #                                    bash tools/run_gpu_checks.sh sm80
+# Everything a session with 15 device-minutes needs, in one call of at most ~12.5 minutes (each part has
+# its own time limit and reports what it finished): the GPU tests (numerics), then the goal table with
+# BERT-base b1/b32 in bf16 and ResNet-50 b1/b64 in fp16 (the dtype that meets its cosine goal):
+#                                    bash tools/run_gpu_checks.sh goals
 # Carried wheels (e.g. nvidia-cutlass for the headers) in .whl/ are installed into /tmp/site first.
 # Results go to $OUT (if set) as pytest.txt and bench.json / bench.txt. Whole run: < 9 minutes.
 set -uo pipefail
@@ -24,6 +28,21 @@ if [ "${1:-}" = "onnx" ]; then
   timeout 580 python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32,resnet50_b1,resnet50_b64 \
     --dtype "$dtype" --budget-s 560 --out "$OUT_DIR/bench_onnx_$dtype.json" 2>&1 | tee "$OUT_DIR/bench_onnx_$dtype.txt"
   exit "${PIPESTATUS[0]}"
+fi
+if [ "${1:-}" = "goals" ]; then
+  echo "== gpu tests"
+  timeout 240 python3 -X faulthandler -m pytest -q -rs -m gpu tests/test_backend_cuda.py 2>&1 | tee "$OUT_DIR/pytest.txt"
+  rc=${PIPESTATUS[0]}
+  echo "== BERT-base, bf16"
+  timeout 250 python3 bench/bench_cuda.py --cases onnx_bert_b1,onnx_bert_b32 --dtype bf16 --budget-s 235 \
+    --out "$OUT_DIR/bench_bert_bf16.json" 2>&1 | tee "$OUT_DIR/bench_bert_bf16.txt"
+  b1=${PIPESTATUS[0]}
+  echo "== ResNet-50, fp16"
+  timeout 250 python3 bench/bench_cuda.py --cases resnet50_b1,resnet50_b64 --dtype fp16 --budget-s 235 \
+    --out "$OUT_DIR/bench_resnet_fp16.json" 2>&1 | tee "$OUT_DIR/bench_resnet_fp16.txt"
+  b2=${PIPESTATUS[0]}
+  echo "tests rc=$rc bench rc=$b1/$b2; results in $OUT_DIR"
+  exit $(( rc != 0 ? rc : (b1 != 0 ? b1 : b2) ))
 fi
 if [ "${1:-}" = "sm80" ]; then
   timeout 500 python3 bench/bench_cuda.py --cases bert_b1_sm80,bert_b32_sm80,resnet50_b64_nchw --budget-s 480 \

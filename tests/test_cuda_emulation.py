@@ -963,3 +963,34 @@ def test_a_broken_im2col_is_caught(mutation, build_cache):
     gen.files["accelc_model.cu"] = src.replace(old, new)
     got = _run_generated(gen, g, build_cache, feeds)[g.outputs[0]]
     assert not np.allclose(got, evaluate(g, feeds)[g.outputs[0]], rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("target,compute", [("h200", FP16), ("a100", BF16)])
+def test_squeeze_and_excitation_runs_channels_last(target, compute, build_cache):
+    """An SE block: the pooled [N, C, 1, 1] feeds 1x1 convolutions on its NHWC twin (GEMMs with M = N), the
+    sigmoid gate and a per-channel scale broadcast over the NHWC activations; the only transpose kernel
+    writes the result back NCHW."""
+    from accelc.ir import Graph, TensorType
+    from accelc.ir.ops.conv import ConvAttrs
+    from accelc.ir.ops.fused import Activation, FusedConvAttrs
+    from test_backend_cuda import _w
+    g = Graph("se")
+    x = g.add_input("x", TensorType(DType.float32, (2, 8, 9, 9)))
+
+    def conv(inp, cin, cout, k, act):
+        attrs = FusedConvAttrs(ConvAttrs(kernel_shape=(k, k), pads=(k // 2,) * 4), Activation(act), compute)
+        return g.add_node("FusedConv", [inp, g.add_constant(_w(cout, cin, k, k)), g.add_constant(_w(cout))], attrs)[0]
+    a = conv(x, 8, 16, 3, "relu")
+    (p,) = g.add_node("GlobalAveragePool", [a])
+    s = conv(conv(p, 16, 8, 1, "relu"), 8, 16, 1, "sigmoid")
+    (m,) = g.add_node("Mul", [a, s])
+    (m,) = g.add_node("Mul", [m, g.add_constant(1 + _w(16, 1, 1))])
+    g.outputs = [conv(m, 16, 8, 3, "none")]
+    feeds, want_low, want_fp32 = _low_and_fp32(g)
+    gen = _generate(g, target)
+    src = gen.files["accelc_model.cu"]
+    transposes = [line for line in src.splitlines() if "ACCELC_LAUNCH(k_" in line and ("_to_nchw" in line or "_to_nhwc" in line)]
+    assert gen.channels_last == 4 and len(transposes) == 1 and "ACCELC_LAUNCH(k_fusedconv" in transposes[0]  # the result
+    got = _emulated(g, build_cache, target).run(feeds)[g.outputs[0]]
+    assert _cosine(got, want_low[g.outputs[0]]) > 0.99999
+    assert _cosine(got, want_fp32[g.outputs[0]]) > 0.999

@@ -324,3 +324,31 @@ def test_winograd_opt_out_runs_every_convolution_directly(tmp_path, cache_dir):
             model.close()
     for name in g.outputs:
         np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-4, atol=1e-4)
+
+
+def se_block_graph() -> Graph:
+    """A squeeze-and-excitation block: the global pooling feeds two 1x1 convolutions whose sigmoid gates the
+    block's channels (a [N, C, 1, 1] x [N, C, H, W] Mul), then a per-channel constant scale [C, 1, 1]."""
+    g, (x,) = graph_with_inputs((F32, (2, 3, 12, 12)))
+    a = conv(g, x, 3, 16)
+    (gp,) = g.add_node("GlobalAveragePool", [a])
+    s = conv(g, gp, 16, 4, 1, pad=0)
+    s = conv(g, s, 4, 16, 1, pad=0, act="sigmoid")
+    (m,) = g.add_node("Mul", [a, s])
+    (m,) = g.add_node("Mul", [m, g.add_constant(RNG.standard_normal((16, 1, 1)).astype(np.float32))])
+    b = conv(g, m, 16, 8)
+    g.outputs = [b]
+    return g
+
+
+def test_squeeze_and_excitation_stays_channels_last(tmp_path, cache_dir):
+    """The pooled [N, C, 1, 1] is read channels-last by the SE convolutions, the gate and the per-channel
+    scale broadcast over the NHWC twins: one transpose in (the image) and one out (the result), none between
+    (the pooled value's NCHW view, which nothing reads, is removed)."""
+    g = se_block_graph()
+    out, n = layout.to_nhwc(g)
+    assert n == 4
+    transposes = [nd for nd in out.nodes if nd.op == "Transpose"]
+    assert [t.attrs.perm for t in transposes] == [layout.TO_NHWC, layout.TO_NCHW]
+    assert ops(out)["Mul"] == 2
+    check(g, tmp_path, cache_dir)

@@ -8,8 +8,10 @@ A backend that runs convolutions channels-last rewrites its graph in one forward
 - a 2-D MaxPool/AveragePool whose input has a twin becomes the backend's NHWC pooling node (``pool``);
 - GlobalAveragePool/GlobalMaxPool on a twin become a ReduceMean/ReduceMax over the pixel axes, whose
   [N,1,1,C] result is the NCHW [N,C,1,1] one through a transpose of size-1 axes (a free view);
-- Concat over channels, and elementwise ops whose tensor inputs are all twins of the output's shape
-  (scalar constants aside), run on the twins unchanged.
+- Concat over channels runs on the twins, and so does an elementwise op with at least one twin input whose
+  other inputs broadcast to its output as one value per channel (or per image and channel: a
+  squeeze-and-excitation block's gate, a per-channel scale): such a constant is stored permuted, a
+  run-time one is read through a transpose that only moves size-1 axes (a free view).
 
 A value's NCHW form is produced (by a Transpose) only where something still reads it: a node the walk
 does not convert, or a graph output. So a ResNet runs NHWC from its first convolution to the global
@@ -19,10 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from ..ir import DType, Graph, Node
 from ..ir.ops.elementwise import ELEMENTWISE_OPS
 from ..ir.ops.reduce import ReduceAttrs
 from ..ir.ops.shape import ConcatAttrs, TransposeAttrs
+from ..passes import eliminate_dead_code
+from ..passes.manager import PassContext
 from .cpu_amx.codegen_context import static_shape
 
 TO_NHWC = (0, 2, 3, 1)
@@ -72,6 +78,34 @@ class NhwcWalk:
         return t
 
 
+def _elementwise_inputs(w: NhwcWalk, graph: Graph, node: Node, scalar_const) -> tuple[str, ...] | None:
+    """The inputs an elementwise node takes channels-last, or None when it stays NCHW: its output is 4-D,
+    some input has a twin, and every other tensor input is one value per (image and) channel."""
+    out_shape = static_shape(graph, node.outputs[0])
+    if len(out_shape) != 4 or not any(i in w.twin for i in node.inputs if i):
+        return None
+    ins = []
+    for i in node.inputs:
+        if not i or scalar_const(i) or i in w.twin:
+            ins.append(w.twin.get(i, i))
+            continue
+        shape = static_shape(graph, i)
+        padded = (1,) * (4 - len(shape)) + tuple(shape)
+        if len(shape) > 4 or padded[2:] != (1, 1):
+            return None
+        if i in graph.constants:
+            arr = np.ascontiguousarray(graph.constants[i].reshape(padded).transpose(TO_NHWC))
+            arr.flags.writeable = False
+            name = w.g.add_constant(arr, w.g.fresh_name(f"{i}_nhwc"))
+            w.twin[i] = name
+            ins.append(name)
+        elif len(shape) == 4:
+            ins.append(w.nhwc(i))        # moves size-1 axes only: a view
+        else:
+            return None
+    return tuple(ins)
+
+
 ConvertFn = Callable[[NhwcWalk, Node], bool]
 PoolFn = Callable[[Graph, Node], "tuple[str, Any] | None"]
 
@@ -107,6 +141,7 @@ def to_channels_last(graph: Graph, convert: ConvertFn, pool: PoolFn,
             op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
             w.nodes.append(Node(op, (w.twin[inputs[0]],), (pooled,), ReduceAttrs((1, 2), True), node.name))
             w.nodes.append(Node("Transpose", (pooled,), (out,), TransposeAttrs(TO_NCHW), f"{out}_to_nchw"))
+            w.twin[out] = pooled          # an SE block's 1x1 convolutions and gate read it channels-last
             continue
         if node.op == "Concat" and len(node.outputs) == 1 and inputs and all(i in w.twin for i in inputs):
             rank = len(static_shape(graph, inputs[0]))
@@ -117,13 +152,10 @@ def to_channels_last(graph: Graph, convert: ConvertFn, pool: PoolFn,
                                     ConcatAttrs(TO_NHWC.index(axis)), node.name))
                 continue
         if (node.op in ELEMENTWISE_OPS or node.op == "FusedElementwise") and len(node.outputs) == 1 and inputs:
-            tensors = [i for i in inputs if not scalar_const(i)]
-            out_shape = static_shape(graph, node.outputs[0])
-            if tensors and all(i in w.twin and static_shape(graph, i) == out_shape for i in tensors) \
-                    and len(out_shape) == 4:
+            ins = _elementwise_inputs(w, graph, node, scalar_const)
+            if ins is not None:
                 y = w.produce(node.outputs[0])
-                w.nodes.append(Node(node.op, tuple(w.twin.get(i, i) if i else i for i in node.inputs), (y,),
-                                    node.attrs, node.name))
+                w.nodes.append(Node(node.op, ins, (y,), node.attrs, node.name))
                 continue
         for i in inputs:
             w.need_nchw(i)
@@ -134,6 +166,8 @@ def to_channels_last(graph: Graph, convert: ConvertFn, pool: PoolFn,
         w.need_nchw(v)
     w.g.nodes = w.nodes
     w.g.remove_unused_values()
+    if any(n.op == "Transpose" and n.attrs.perm == TO_NCHW for n in w.nodes):   # NCHW views nothing reads
+        w.g = eliminate_dead_code.PASS(w.g, PassContext()).graph
     return w.g, converted
 
 

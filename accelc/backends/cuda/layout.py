@@ -37,6 +37,7 @@ from ...ir.ops.fused import FusedConvAttrs, FusedGemmAttrs
 from ..channels_last import NhwcWalk, to_channels_last
 from ..cpu_amx.codegen_context import static_shape
 from .codegen_linalg import conv_parts, lower_direct_conv, operand_dtype
+from .codegen_reduce import emit_pool
 from .lowering import FLOATS, LowerCtx, load_expr, lowering, storage, store_expr
 
 IM2COL_OP = "accelc_cuda.Im2colNhwc"
@@ -197,7 +198,6 @@ def lower_group_conv_nhwc(ctx: LowerCtx, node: Node) -> None:
 
 @lowering(POOL_OP)
 def lower_pool_nhwc(ctx: LowerCtx, node: Node) -> None:
-    from .codegen_reduce import emit_pool
     a: PoolNhwcAttrs = node.attrs
     emit_pool(ctx, node, a.pool, a.is_max, nhwc=True)
 

@@ -15,10 +15,10 @@ A LayerNorm whose output is also read in fp32 (an encoder's residual) becomes
 
 Only producers whose lowering computes in fp32 and converts on store are narrowed: the fused attention,
 elementwise kernels, LayerNorm, Softmax, reductions and pooling (a ResNet's global pooling, read by the
-classifier), and a GEMM when it is the sm_90a CUTLASS 3 instantiation
-(``codegen_linalg.stores_low_exactly``: its epilogue reads the bias as an fp32 row, so a 16-bit D is the
-rounded fp32 result; in an encoder, the FFN's first GEMM, which only the second reads). A CUTLASS 2.x GEMM
-is not: its epilogue would read the bias in the 16-bit type too, which changes the numbers. Graph inputs
+classifier), and a GEMM when it is the sm_90a CUTLASS 3 instantiation or CUTLASS 2.x's ``GemmBiasOf``
+(``codegen_linalg.stores_low_exactly``: their epilogues read the bias as an fp32 row, so a 16-bit D is the
+rounded fp32 result; in an encoder, the FFN's first GEMM, which only the second reads). The plain CUTLASS
+2.x GEMM is not: its epilogue would read the bias in the 16-bit type too, which changes the numbers. Graph inputs
 and outputs keep their types.
 """
 from __future__ import annotations
